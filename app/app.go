@@ -1,0 +1,193 @@
+// Package app assembles kproxy's components from a configuration: store,
+// breaker, upstream client, fetch path, HTTP server and batch endpoints.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/kproxy/kproxy/breaker"
+	"github.com/kproxy/kproxy/cache"
+	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/fetch"
+	"github.com/kproxy/kproxy/logging"
+	"github.com/kproxy/kproxy/metrics"
+	"github.com/kproxy/kproxy/proxy"
+	"github.com/kproxy/kproxy/route"
+	"github.com/kproxy/kproxy/upstream"
+)
+
+// Options adjust how an App is built; the zero value is production.
+type Options struct {
+	// LogOutput receives the logs; nil means io.Discard.
+	LogOutput io.Writer
+	// NoMetrics leaves metrics out (benchmarks measure their cost).
+	NoMetrics bool
+	// Transport overrides the upstream transport (tests).
+	Transport http.RoundTripper
+	// RetryBase and RetryCap override the retry backoff (tests).
+	RetryBase, RetryCap time.Duration
+}
+
+// App is a configured kproxy.
+type App struct {
+	Config   *config.Config
+	Store    *cache.Memory
+	Breaker  *breaker.Breaker
+	Upstream *upstream.Client
+	Fetcher  *fetch.Fetcher
+	Server   *proxy.Server
+	Metrics  *metrics.Metrics
+	Logger   *slog.Logger
+
+	accessBuf *logging.Buffered
+}
+
+// New builds an App from a validated configuration.
+func New(cfg *config.Config, opts Options) (*App, error) {
+	out := opts.LogOutput
+	if out == nil {
+		out = io.Discard
+	}
+	a := &App{Config: cfg}
+	a.Logger = logging.New(out, cfg.Log.Level, cfg.Log.Format)
+	var access *slog.Logger
+	if cfg.Log.Access {
+		a.accessBuf = logging.NewBuffered(out, 200*time.Millisecond)
+		access = logging.New(a.accessBuf, "info", cfg.Log.Format)
+	}
+
+	origin, err := cfg.UpstreamURL()
+	if err != nil {
+		return nil, fmt.Errorf("config: upstream.url: %w", err)
+	}
+	routes, err := route.NewTable(cfg.Cache.Specs())
+	if err != nil {
+		return nil, fmt.Errorf("config: cache.routes: %w", err)
+	}
+	var m *metrics.Metrics
+	a.Store, err = cache.NewMemory(cache.Config{
+		MaxBytes: int64(cfg.Cache.MaxBytes),
+		OnEvict: func() {
+			if m != nil {
+				m.CacheEvictions.Inc()
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !opts.NoMetrics {
+		m = metrics.New(func() (int, int64) { st := a.Store.Stats(); return st.Items, st.Bytes })
+	}
+	a.Metrics = m
+
+	a.Breaker = breaker.New(breaker.Config{
+		ConsecutiveFailures: cfg.Breaker.ConsecutiveFailures,
+		OpenTimeout:         time.Duration(cfg.Breaker.OpenTimeout),
+		HalfOpenRequests:    cfg.Breaker.HalfOpenRequests,
+		OnStateChange: func(from, to breaker.State) {
+			a.Logger.Warn("upstream circuit breaker changed state", "from", from.String(), "to", to.String())
+			if m != nil {
+				m.BreakerState.Set(float64(to))
+			}
+		},
+	})
+	var signer *upstream.Signer
+	if cfg.Upstream.APIKeyID != "" {
+		if signer, err = upstream.LoadSigner(cfg.Upstream.APIKeyID, cfg.Upstream.PrivateKeyFile); err != nil {
+			return nil, err
+		}
+	}
+	read, write := cfg.Upstream.Rates()
+	timeout := time.Duration(cfg.Upstream.Timeout)
+	a.Upstream, err = upstream.New(upstream.Config{
+		Origin:     origin,
+		Timeout:    timeout,
+		MaxRetries: cfg.Upstream.MaxRetries,
+		ReadRate:   read,
+		WriteRate:  write,
+		MaxWait:    time.Duration(cfg.Upstream.MaxWait),
+		Breaker:    a.Breaker,
+		Signer:     signer,
+		Metrics:    m,
+		Transport:  opts.Transport,
+		RetryBase:  opts.RetryBase,
+		RetryCap:   opts.RetryCap,
+	})
+	if err != nil {
+		return nil, err
+	}
+	retryCap := opts.RetryCap
+	if retryCap <= 0 {
+		retryCap = 2 * time.Second
+	}
+	a.Fetcher, err = fetch.New(fetch.Config{
+		Store:    a.Store,
+		Upstream: a.Upstream,
+		// A shared fetch may wait for a token, then make every attempt
+		// with its backoff.
+		Timeout:     time.Duration(cfg.Upstream.MaxWait) + time.Duration(cfg.Upstream.MaxRetries+1)*(timeout+retryCap),
+		NegativeTTL: time.Duration(cfg.Cache.NegativeTTL),
+		AutoWindow:  time.Duration(cfg.Batch.AutoWindow),
+		Metrics:     m,
+		Logger:      a.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.Server, err = proxy.New(proxy.Config{
+		Fetcher:     a.Fetcher,
+		Routes:      routes,
+		Upstream:    a.Upstream,
+		Store:       a.Store,
+		AdminToken:  cfg.Admin.Token,
+		UpstreamURL: origin.String(),
+		Metrics:     m,
+		Logger:      a.Logger,
+		AccessLog:   access,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Serve serves on ln until ctx is done, then drains: readiness turns 503,
+// the listener closes, and in-flight requests get up to shutdown_timeout.
+func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	hs := a.Server.HTTPServer(ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	a.Logger.Info("kproxy listening", "addr", ln.Addr().String(), "upstream", a.Upstream.Origin().String())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	a.Logger.Info("draining", "timeout", a.Config.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(a.Config.ShutdownTimeout))
+	defer cancel()
+	err := a.Server.Shutdown(sctx, hs)
+	if errors.Is(err, context.DeadlineExceeded) {
+		a.Logger.Warn("shutdown timeout reached; closing remaining connections")
+		hs.Close()
+		err = nil
+	}
+	<-errc
+	return err
+}
+
+// Close releases the App's resources and flushes the access log.
+func (a *App) Close() {
+	a.Store.Close()
+	if a.accessBuf != nil {
+		a.accessBuf.Close()
+	}
+}

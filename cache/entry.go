@@ -1,0 +1,179 @@
+// Package cache stores upstream answers in memory, bounded in bytes, with the
+// freshness, validators and precompressed copy kproxy needs to answer a hit
+// without touching the body.
+package cache
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/hex"
+	"hash/fnv"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// Entry is one stored (or transient) upstream answer. It is immutable once
+// built by NewEntry and safe to share between goroutines; Body and Gzip
+// must never be written to.
+type Entry struct {
+	// Key is the cache key the entry was stored under.
+	Key string
+	// Status is the upstream status code.
+	Status int
+	// Header holds the upstream end-to-end headers replayed on every answer
+	// (never hop-by-hop, Set-Cookie, Content-Length, Content-Encoding, Age,
+	// ETag or Date). Its value slices are shared: never modify them.
+	Header http.Header
+	// Body is the identity-encoded body.
+	Body []byte
+	// Gzip is Body gzip-compressed once at store time, nil when compression
+	// does not pay (small or incompressible bodies).
+	Gzip []byte
+	// ETag is the upstream's validator or a strong one derived from Body.
+	ETag string
+	// FetchedAt is when the upstream answer arrived.
+	FetchedAt time.Time
+	// FreshUntil, RevalidateUntil and ErrorUntil bound the freshness windows:
+	// fresh before FreshUntil, servable while revalidating before
+	// RevalidateUntil, servable on upstream failure before ErrorUntil.
+	FreshUntil, RevalidateUntil, ErrorUntil time.Time
+
+	// Prebuilt header values so a hit formats nothing.
+	etagValue   []string
+	lenIdentity []string
+	lenGzip     []string
+
+	stamp atomic.Pointer[stamp]
+}
+
+// Freshness windows, relative to the fetch time.
+type Windows struct {
+	TTL, StaleWhileRevalidate, StaleIfError time.Duration
+}
+
+// minGzip is the smallest body worth compressing.
+const minGzip = 512
+
+// NewEntry builds an entry for an upstream answer fetched at fetchedAt.
+// When compress is true a gzip copy is made now, once, if it saves bytes.
+func NewEntry(key string, status int, header http.Header, body []byte, fetchedAt time.Time, w Windows, compress bool) *Entry {
+	e := &Entry{
+		Key:             key,
+		Status:          status,
+		Header:          storedHeader(header),
+		Body:            body,
+		FetchedAt:       fetchedAt,
+		FreshUntil:      fetchedAt.Add(w.TTL),
+		RevalidateUntil: fetchedAt.Add(w.TTL + w.StaleWhileRevalidate),
+		ErrorUntil:      fetchedAt.Add(w.TTL + w.StaleIfError),
+	}
+	e.ETag = header.Get("ETag")
+	if e.ETag == "" {
+		h := fnv.New64a()
+		h.Write(body)
+		e.ETag = `"` + hex.EncodeToString(h.Sum(nil)) + `"`
+	}
+	if compress && len(body) >= minGzip {
+		var buf bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+		zw.Write(body)
+		zw.Close()
+		if buf.Len() < len(body) {
+			e.Gzip = buf.Bytes()
+		}
+	}
+	e.etagValue = []string{e.ETag}
+	e.lenIdentity = []string{strconv.Itoa(len(e.Body))}
+	if e.Gzip != nil {
+		e.lenGzip = []string{strconv.Itoa(len(e.Gzip))}
+	}
+	return e
+}
+
+// Size is the bytes the entry holds; it is the entry's cost in the store.
+func (e *Entry) Size() int64 {
+	n := len(e.Key) + len(e.Body) + len(e.Gzip) + len(e.ETag) + 256
+	for k, vs := range e.Header {
+		n += len(k)
+		for _, v := range vs {
+			n += len(v)
+		}
+	}
+	return int64(n)
+}
+
+// Fresh reports whether the entry may be served without asking upstream.
+func (e *Entry) Fresh(now time.Time) bool { return now.Before(e.FreshUntil) }
+
+// Revalidatable reports whether a stale entry may be served while a
+// background refresh runs.
+func (e *Entry) Revalidatable(now time.Time) bool { return now.Before(e.RevalidateUntil) }
+
+// ServableOnError reports whether the entry may be served when the upstream
+// fails.
+func (e *Entry) ServableOnError(now time.Time) bool { return now.Before(e.ErrorUntil) }
+
+// ETagValue, LengthValue: prebuilt header values (shared; do not modify).
+func (e *Entry) ETagValue() []string { return e.etagValue }
+
+// LengthValue is the Content-Length value of the identity or gzip body.
+func (e *Entry) LengthValue(gz bool) []string {
+	if gz {
+		return e.lenGzip
+	}
+	return e.lenIdentity
+}
+
+// stamp caches the per-second header values of a hit.
+type stamp struct {
+	sec       int64
+	age       []string
+	hitStatus []string
+}
+
+// HitHeaders returns the Age and Cache-Status values of a fresh hit at now.
+// They change once a second; within a second the same slices are returned,
+// so a hit allocates nothing for them. The slices are shared: do not modify.
+func (e *Entry) HitHeaders(now time.Time) (age, cacheStatus []string) {
+	sec := now.Unix()
+	if s := e.stamp.Load(); s != nil && s.sec == sec {
+		return s.age, s.hitStatus
+	}
+	a := e.AgeSeconds(now)
+	ttl := int64(e.FreshUntil.Sub(now) / time.Second)
+	s := &stamp{
+		sec:       sec,
+		age:       []string{strconv.FormatInt(a, 10)},
+		hitStatus: []string{"kproxy; hit; ttl=" + strconv.FormatInt(ttl, 10)},
+	}
+	e.stamp.Store(s)
+	return s.age, s.hitStatus
+}
+
+// AgeSeconds is the entry's age in whole seconds at now.
+func (e *Entry) AgeSeconds(now time.Time) int64 {
+	a := int64(now.Sub(e.FetchedAt) / time.Second)
+	return max(a, 0)
+}
+
+// skipped lists headers never stored: hop-by-hop ones (RFC 9110 section
+// 7.6.1), and those kproxy computes per answer or must never replay.
+var skipped = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Content-Length": true, "Content-Encoding": true, "Age": true, "Etag": true, "Date": true,
+	"Set-Cookie": true, "Vary": true, "X-Cache": true, "Cache-Status": true,
+}
+
+func storedHeader(h http.Header) http.Header {
+	out := make(http.Header, len(h))
+	for k, vs := range h {
+		if skipped[k] {
+			continue
+		}
+		out[k] = append([]string(nil), vs...)
+	}
+	return out
+}

@@ -1,0 +1,404 @@
+// Package fetch is kproxy's one path from a request for public data to an
+// answer: cache lookup and freshness, coalescing of identical misses,
+// automatic batching of single-market misses, then the upstream client (rate
+// limit, breaker, retries). The pass-through proxy and the batch endpoints
+// both use it.
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/kproxy/kproxy/cache"
+	"github.com/kproxy/kproxy/metrics"
+	"github.com/kproxy/kproxy/route"
+	"github.com/kproxy/kproxy/upstream"
+)
+
+// Config configures a Fetcher.
+type Config struct {
+	// Store holds entries; required.
+	Store cache.Store
+	// Upstream sends the shared fetches; required.
+	Upstream *upstream.Client
+	// Timeout bounds one shared fetch, retries included; 0 means 30s. No
+	// single client's disconnect can cut a shared fetch short.
+	Timeout time.Duration
+	// NegativeTTL, when positive, stores upstream 404s that long.
+	NegativeTTL time.Duration
+	// MaxBody bounds a body read into memory; 0 means 64 MiB. A larger
+	// answer is a 502.
+	MaxBody int64
+	// AutoWindow, when positive, merges single-market misses arriving
+	// within it into one GET /markets?tickers= call.
+	AutoWindow time.Duration
+	// Metrics and Logger may be nil.
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Fetcher is safe for concurrent use.
+type Fetcher struct {
+	store   cache.Store
+	up      *upstream.Client
+	group   singleflight.Group
+	timeout time.Duration
+	negTTL  time.Duration
+	maxBody int64
+	m       *metrics.Metrics
+	log     *slog.Logger
+	now     func() time.Time
+	auto    *autoBatcher
+	bg      sync.WaitGroup
+}
+
+// New builds a Fetcher.
+func New(cfg Config) (*Fetcher, error) {
+	if cfg.Store == nil || cfg.Upstream == nil {
+		return nil, errors.New("fetch: store and upstream are required")
+	}
+	f := &Fetcher{
+		store:   cfg.Store,
+		up:      cfg.Upstream,
+		timeout: cfg.Timeout,
+		negTTL:  cfg.NegativeTTL,
+		maxBody: cfg.MaxBody,
+		m:       cfg.Metrics,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+	}
+	if f.timeout <= 0 {
+		f.timeout = 30 * time.Second
+	}
+	if f.maxBody <= 0 {
+		f.maxBody = 64 << 20
+	}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	if f.now == nil {
+		f.now = time.Now
+	}
+	if cfg.AutoWindow > 0 {
+		f.auto = &autoBatcher{f: f, window: cfg.AutoWindow}
+	}
+	return f, nil
+}
+
+// Request asks for one public GET.
+type Request struct {
+	// Route is the matched cacheable route; required.
+	Route *route.Route
+	// Key is route.Key of the request.
+	Key string
+	// EscapedPath and RawQuery are sent upstream as the client wrote them.
+	EscapedPath, RawQuery string
+	// Header is the client's request header; its end-to-end fields
+	// (credentials included) go upstream with a shared fetch this request
+	// starts. It is read before Get returns and never kept.
+	Header http.Header
+	// NoCache forces a fresh upstream fetch (still coalesced).
+	NoCache bool
+	// ClientIP is appended to X-Forwarded-For on a fetch this request
+	// starts; empty means none.
+	ClientIP string
+}
+
+// Outcome names how a request was answered. The same words feed
+// Cache-Status, the access log and metric labels.
+type Outcome uint8
+
+// Outcomes of Get.
+const (
+	// Hit: a fresh stored entry.
+	Hit Outcome = iota
+	// Revalidating: a stale entry served at once while one background
+	// refresh runs (stale-while-revalidate).
+	Revalidating
+	// StaleOnError: a stale entry served because the upstream failed.
+	StaleOnError
+	// Stored: this request fetched the answer and stored it.
+	Stored
+	// Uncacheable: this request fetched an answer that is not stored.
+	Uncacheable
+	// Collapsed: this request waited on another request's fetch.
+	Collapsed
+	// Failed: no answer; Result.Err says why.
+	Failed
+)
+
+var outcomeNames = [...]string{"hit", "stale", "stale-if-error", "stored", "uncacheable", "collapsed", "failed"}
+
+func (o Outcome) String() string { return outcomeNames[o] }
+
+// XCache is the X-Cache value of the outcome.
+func (o Outcome) XCache() string {
+	switch o {
+	case Hit:
+		return "HIT"
+	case Revalidating, StaleOnError:
+		return "STALE"
+	default:
+		return "MISS"
+	}
+}
+
+// Result is the answer to a Request.
+type Result struct {
+	// Entry is the answer to send; nil when Outcome is Failed.
+	Entry   *cache.Entry
+	Outcome Outcome
+	// Fwd is the RFC 9211 fwd reason of a forwarded request: uri-miss,
+	// stale or request (client no-cache).
+	Fwd string
+	// FwdStatus, on StaleOnError, is the status the client would have got.
+	FwdStatus int
+	// Err is set when Outcome is Failed.
+	Err *upstream.Error
+	// Attempts counts upstream attempts this request's own fetch made.
+	Attempts int
+}
+
+// flight is what one shared fetch produced.
+type flight struct {
+	entry      *cache.Entry
+	stored     bool
+	fromCache  bool
+	credential bool // a 401/403 answer to the starter's credentials
+	err        *upstream.Error
+	attempts   int
+}
+
+// Get answers req from the cache or through one shared upstream fetch. It
+// returns when the answer is ready or ctx is done.
+func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
+	now := f.now()
+	cached, ok := f.store.Get(req.Key)
+	if ok && !req.NoCache {
+		if cached.Fresh(now) {
+			return Result{Entry: cached, Outcome: Hit}
+		}
+		if cached.Revalidatable(now) {
+			f.refresh(req)
+			return Result{Entry: cached, Outcome: Revalidating}
+		}
+	}
+	fwd := "uri-miss"
+	switch {
+	case req.NoCache:
+		fwd = "request"
+	case ok:
+		fwd = "stale"
+	}
+	hdr := outgoingHeader(req.Header, req.ClientIP)
+	led := false
+	ch := f.group.DoChan(req.Key, func() (any, error) {
+		led = true
+		return f.load(req, hdr, !req.NoCache), nil
+	})
+	var fl *flight
+	select {
+	case r := <-ch:
+		fl = r.Val.(*flight)
+	case <-ctx.Done():
+		return Result{Outcome: Failed, Fwd: fwd, Err: &upstream.Error{Status: 499, Code: "client_closed", Msg: "request canceled", Err: ctx.Err()}}
+	}
+	if !led && fl.credential {
+		// A 401/403 answered the starter's credentials, not ours: try
+		// again alone, with our own.
+		fl = f.load(req, hdr, false)
+		led = true
+	}
+	res := Result{Fwd: fwd}
+	if led {
+		res.Attempts = fl.attempts
+	} else if f.m != nil {
+		f.m.Coalesced.WithLabelValues(req.Route.Pattern).Inc()
+	}
+	switch {
+	case fl.err != nil || fl.entry.Status >= 500 || fl.entry.Status == http.StatusTooManyRequests:
+		if ok && cached.ServableOnError(f.now()) {
+			res.Entry, res.Outcome = cached, StaleOnError
+			res.FwdStatus = http.StatusBadGateway
+			if fl.err != nil {
+				res.FwdStatus = fl.err.Status
+			} else {
+				res.FwdStatus = fl.entry.Status
+			}
+			return res
+		}
+		if fl.err != nil {
+			res.Outcome, res.Err = Failed, fl.err
+			return res
+		}
+	}
+	res.Entry = fl.entry
+	switch {
+	case fl.fromCache:
+		res.Outcome = Hit
+	case !led:
+		res.Outcome = Collapsed
+	case fl.stored:
+		res.Outcome = Stored
+	default:
+		res.Outcome = Uncacheable
+	}
+	return res
+}
+
+// refresh starts one background refresh of req's key unless one runs.
+func (f *Fetcher) refresh(req *Request) {
+	hdr := outgoingHeader(req.Header, req.ClientIP)
+	r := *req
+	f.bg.Add(1)
+	go func() {
+		defer f.bg.Done()
+		ch := f.group.DoChan(r.Key, func() (any, error) {
+			return f.load(&r, hdr, false), nil
+		})
+		<-ch
+	}()
+}
+
+// Wait blocks until background refreshes have finished (tests, shutdown).
+func (f *Fetcher) Wait() { f.bg.Wait() }
+
+// load makes one upstream fetch for req and stores a storable answer. It
+// runs on a context of its own, bounded by the fetch timeout, so that no
+// waiting client can cancel it. When checkCache is set it first looks again
+// in the cache: a flight that started just after another one stored the
+// key must not fetch it a second time.
+func (f *Fetcher) load(req *Request, hdr http.Header, checkCache bool) (fl *flight) {
+	defer func() {
+		if p := recover(); p != nil {
+			f.log.Error("panic in shared fetch", "key", req.Key, "panic", fmt.Sprint(p))
+			fl = &flight{err: &upstream.Error{Status: http.StatusInternalServerError, Code: "internal_error", Msg: "internal error"}}
+		}
+	}()
+	if checkCache {
+		if e, ok := f.store.Get(req.Key); ok && e.Fresh(f.now()) {
+			return &flight{entry: e, fromCache: true}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+	defer cancel()
+	fl = &flight{}
+	ctx = upstream.WithRoute(ctx, req.Route.Pattern, &fl.attempts)
+	if f.up.Signs() {
+		ctx = upstream.WithOwnKey(ctx)
+	}
+	var (
+		status int
+		header http.Header
+		body   []byte
+		err    *upstream.Error
+	)
+	if t, ok := f.autoTicker(req); ok {
+		status, header, body, err = f.auto.get(ctx, t, hdr)
+	} else {
+		status, header, body, err = f.get(ctx, req.EscapedPath, req.RawQuery, hdr)
+	}
+	if err != nil {
+		fl.err = err
+		return fl
+	}
+	f.finish(fl, req, status, header, body)
+	return fl
+}
+
+// get makes one upstream GET and reads the whole answer.
+func (f *Fetcher) get(ctx context.Context, escapedPath, rawQuery string, hdr http.Header) (int, http.Header, []byte, *upstream.Error) {
+	resp, err := f.up.Get(ctx, escapedPath, rawQuery, hdr.Clone())
+	if err != nil {
+		return 0, nil, nil, asError(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, f.maxBody+1))
+	if err != nil {
+		return 0, nil, nil, &upstream.Error{Status: http.StatusBadGateway, Code: "upstream_read_failed", Msg: "reading the upstream answer failed", Err: err}
+	}
+	if int64(len(body)) > f.maxBody {
+		return 0, nil, nil, &upstream.Error{Status: http.StatusBadGateway, Code: "upstream_too_large", Msg: "upstream answer too large"}
+	}
+	return resp.StatusCode, resp.Header, body, nil
+}
+
+// finish turns an upstream answer into an entry and stores it if allowed.
+func (f *Fetcher) finish(fl *flight, req *Request, status int, header http.Header, body []byte) {
+	w, retention, storable := f.policy(req.Route, status, header)
+	fl.entry = cache.NewEntry(req.Key, status, header, body, f.now(), w, storable)
+	fl.credential = (status == http.StatusUnauthorized || status == http.StatusForbidden) && !f.up.Signs()
+	if storable {
+		f.store.Set(fl.entry, retention)
+		fl.stored = true
+	}
+}
+
+// policy decides whether an answer may be stored, and for how long.
+func (f *Fetcher) policy(rt *route.Route, status int, header http.Header) (cache.Windows, time.Duration, bool) {
+	if len(header["Set-Cookie"]) > 0 {
+		return cache.Windows{}, 0, false
+	}
+	for _, v := range header["Cache-Control"] {
+		v = strings.ToLower(v)
+		if strings.Contains(v, "private") || strings.Contains(v, "no-store") {
+			return cache.Windows{}, 0, false
+		}
+	}
+	switch {
+	case status == http.StatusOK:
+		return cache.Windows{TTL: rt.TTL, StaleWhileRevalidate: rt.StaleWhileRevalidate, StaleIfError: rt.StaleIfError}, rt.Retention(), true
+	case status == http.StatusNotFound && f.negTTL > 0:
+		return cache.Windows{TTL: f.negTTL}, f.negTTL, true
+	}
+	return cache.Windows{}, 0, false
+}
+
+func asError(err error) *upstream.Error {
+	var e *upstream.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &upstream.Error{Status: http.StatusBadGateway, Code: "upstream_error", Msg: "upstream request failed", Err: err}
+}
+
+// dropped are request headers a shared fetch never sends upstream: hop-by-hop
+// ones (RFC 9110 section 7.6.1), and those that would make the upstream
+// answer differ from the one entry kproxy stores for every client
+// (conditionals, encodings, the client's own cache directives).
+var dropped = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authorization": true,
+	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Accept-Encoding": true, "If-None-Match": true, "If-Modified-Since": true, "If-Match": true,
+	"If-Unmodified-Since": true, "If-Range": true, "Range": true, "Cache-Control": true, "Pragma": true,
+	"Content-Length": true, "Cookie": true,
+}
+
+// outgoingHeader is the header a shared fetch sends: the client's
+// end-to-end headers, credentials byte for byte.
+func outgoingHeader(in http.Header, clientIP string) http.Header {
+	out := make(http.Header, len(in)+1)
+	for k, vs := range in {
+		if !dropped[k] {
+			out[k] = append([]string(nil), vs...)
+		}
+	}
+	if clientIP != "" {
+		if prior := out["X-Forwarded-For"]; len(prior) > 0 {
+			clientIP = strings.Join(prior, ", ") + ", " + clientIP
+		}
+		out["X-Forwarded-For"] = []string{clientIP}
+	}
+	return out
+}

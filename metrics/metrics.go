@@ -1,0 +1,92 @@
+// Package metrics defines kproxy's Prometheus metrics on a registry of its
+// own (no global state), named as the contract says.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds every kproxy metric. A nil *Metrics is valid and records
+// nothing, so components can run without observability (benchmarks do).
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Requests         *prometheus.CounterVec   // route, method, code, cache
+	RequestDuration  *prometheus.HistogramVec // route, cache
+	UpstreamRequests *prometheus.CounterVec   // route, code
+	UpstreamDuration *prometheus.HistogramVec // route
+	Coalesced        *prometheus.CounterVec   // route
+	CacheItems       prometheus.GaugeFunc
+	CacheBytes       prometheus.GaugeFunc
+	CacheEvictions   prometheus.Counter
+	BreakerState     prometheus.Gauge
+	RateLimitWait    prometheus.Histogram
+	UpstreamRetries  *prometheus.CounterVec // reason
+	BatchItems       *prometheus.CounterVec // status
+	AutoBatched      prometheus.Counter
+}
+
+// CacheStats reports the cache's size for the gauges.
+type CacheStats func() (items int, bytes int64)
+
+// New registers every metric on a new registry.
+func New(stats CacheStats) *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	fast := []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+	m := &Metrics{
+		Registry: reg,
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_requests_total", Help: "Requests answered, by route template, method, status code and cache outcome.",
+		}, []string{"route", "method", "code", "cache"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kproxy_request_duration_seconds", Help: "Time to answer a request, by route template and cache outcome.", Buckets: fast,
+		}, []string{"route", "cache"}),
+		UpstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_upstream_requests_total", Help: "Upstream attempts, by route template and status code (error for transport failures).",
+		}, []string{"route", "code"}),
+		UpstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kproxy_upstream_duration_seconds", Help: "Upstream attempt latency until response headers, by route template.", Buckets: fast,
+		}, []string{"route"}),
+		Coalesced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_coalesced_total", Help: "Requests that waited on another request's upstream fetch instead of making their own.",
+		}, []string{"route"}),
+		CacheItems: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kproxy_cache_items", Help: "Entries in the cache.",
+		}, func() float64 { n, _ := stats(); return float64(n) }),
+		CacheBytes: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "kproxy_cache_bytes", Help: "Bytes held by the cache.",
+		}, func() float64 { _, b := stats(); return float64(b) }),
+		CacheEvictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kproxy_cache_evictions_total", Help: "Entries evicted to stay within cache.max_bytes.",
+		}),
+		BreakerState: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kproxy_breaker_state", Help: "Upstream circuit breaker: 0 closed, 1 half-open, 2 open.",
+		}),
+		RateLimitWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "kproxy_ratelimit_wait_seconds", Help: "Time upstream calls waited for a rate-limit token.", Buckets: fast,
+		}),
+		UpstreamRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_upstream_retries_total", Help: "Upstream retries, by reason (429, 502, 503, 504, connection, timeout).",
+		}, []string{"reason"}),
+		BatchItems: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_batch_items_total", Help: "Batch items answered, by status code.",
+		}, []string{"status"}),
+		AutoBatched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kproxy_autobatch_markets_total", Help: "Single-market misses fetched upstream as part of a combined /markets?tickers= call.",
+		}),
+	}
+	reg.MustRegister(m.Requests, m.RequestDuration, m.UpstreamRequests, m.UpstreamDuration, m.Coalesced,
+		m.CacheItems, m.CacheBytes, m.CacheEvictions, m.BreakerState, m.RateLimitWait, m.UpstreamRetries,
+		m.BatchItems, m.AutoBatched)
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}

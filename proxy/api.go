@@ -1,0 +1,321 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kproxy/kproxy/fetch"
+	"github.com/kproxy/kproxy/httperr"
+	"github.com/kproxy/kproxy/route"
+	"github.com/kproxy/kproxy/upstream"
+)
+
+// Shared, never-modified header values.
+var (
+	xHit, xMiss, xStale, xBypass = []string{"HIT"}, []string{"MISS"}, []string{"STALE"}, []string{"BYPASS"}
+	varyAE                       = []string{"Accept-Encoding"}
+	gzipValue                    = []string{"gzip"}
+	bypassStatus                 = []string{"kproxy; fwd=bypass"}
+)
+
+// reqInfo is what the access log and metrics learn about one request.
+type reqInfo struct {
+	route    string
+	cache    string
+	status   int
+	attempts int
+	hot      *hotMetrics
+}
+
+// handleAPI serves /trade-api/v2/*: public GETs through the fetch path,
+// everything else passed through untouched.
+func (s *Server) handleAPI(c echo.Context) error {
+	start := time.Now()
+	r := c.Request()
+	info := reqInfo{route: "other", cache: "BYPASS"}
+	defer s.observe(c, &info, start)
+
+	escaped := r.URL.RawPath
+	if escaped == "" {
+		escaped = r.URL.Path
+	}
+	if err := route.CheckPath(escaped, r.URL.Path); err != nil {
+		info.cache, info.status = "", http.StatusBadRequest
+		httperr.Write(c.Response(), http.StatusBadRequest, "bad_path", err.Error(), 0)
+		return nil
+	}
+	rt := s.routes.Match(r.URL.Path)
+	if rt == nil || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+		info.route = route.Label(r.URL.Path, rt)
+		s.passThrough(c, &info)
+		return nil
+	}
+	info.route = rt.Pattern
+	res := s.fetch.Get(r.Context(), &fetch.Request{
+		Route:       rt,
+		Key:         route.Key(r.URL.Path, r.URL.RawQuery),
+		EscapedPath: escaped,
+		RawQuery:    r.URL.RawQuery,
+		Header:      r.Header,
+		NoCache:     noCache(r.Header),
+		ClientIP:    clientIP(r),
+	})
+	info.attempts = res.Attempts
+	info.cache = res.Outcome.XCache()
+	if res.Outcome == fetch.Failed {
+		info.status = res.Err.Status
+		if res.Err.Status == 499 {
+			return nil // the client is gone
+		}
+		h := c.Response().Header()
+		h["X-Cache"] = xMiss
+		h["Cache-Status"] = []string{"kproxy; fwd=" + res.Fwd + "; detail=" + res.Err.Code}
+		httperr.Write(c.Response(), res.Err.Status, res.Err.Code, res.Err.Msg, res.Err.RetryAfter)
+		return nil
+	}
+	if res.Outcome == fetch.Hit {
+		info.hot = s.hotFor(rt)
+	}
+	info.status = s.writeEntry(c.Response(), r, res)
+	return nil
+}
+
+// writeEntry sends a fetch result and returns the status sent. A fresh hit
+// formats nothing: every header value is prebuilt or shared.
+func (s *Server) writeEntry(w *echo.Response, r *http.Request, res fetch.Result) int {
+	e := res.Entry
+	h := w.Header()
+	for k, vs := range e.Header {
+		h[k] = vs
+	}
+	h["Etag"] = e.ETagValue()
+	h["Vary"] = varyAE
+	now := s.now()
+	switch res.Outcome {
+	case fetch.Hit:
+		age, cs := e.HitHeaders(now)
+		h["Age"], h["Cache-Status"], h["X-Cache"] = age, cs, xHit
+	default:
+		h["Age"] = []string{strconv.FormatInt(e.AgeSeconds(now), 10)}
+		h["Cache-Status"] = []string{cacheStatus(res, e.FreshUntil.Sub(now))}
+		switch res.Outcome.XCache() {
+		case "STALE":
+			h["X-Cache"] = xStale
+		default:
+			h["X-Cache"] = xMiss
+		}
+	}
+	if e.Status == http.StatusOK && matchesETag(r.Header["If-None-Match"], e.ETag) {
+		delete(h, "Content-Type")
+		w.WriteHeader(http.StatusNotModified)
+		return http.StatusNotModified
+	}
+	gz := e.Gzip != nil && acceptsGzip(r.Header["Accept-Encoding"])
+	body := e.Body
+	if gz {
+		body = e.Gzip
+		h["Content-Encoding"] = gzipValue
+	}
+	h["Content-Length"] = e.LengthValue(gz)
+	w.WriteHeader(e.Status)
+	if r.Method != http.MethodHead {
+		w.Write(body)
+	}
+	return e.Status
+}
+
+// cacheStatus is the RFC 9211 Cache-Status of a non-hit result.
+func cacheStatus(res fetch.Result, ttl time.Duration) string {
+	secs := strconv.FormatInt(int64(ttl/time.Second), 10)
+	switch res.Outcome {
+	case fetch.Revalidating:
+		return "kproxy; hit; ttl=" + secs + "; fwd=stale; detail=revalidating"
+	case fetch.StaleOnError:
+		return "kproxy; hit; ttl=" + secs + "; fwd=stale; fwd-status=" + strconv.Itoa(res.FwdStatus)
+	case fetch.Hit:
+		return "kproxy; hit; ttl=" + secs
+	case fetch.Stored:
+		return "kproxy; fwd=" + res.Fwd + "; stored"
+	case fetch.Collapsed:
+		return "kproxy; fwd=" + res.Fwd + "; collapsed"
+	default:
+		return "kproxy; fwd=" + res.Fwd + "; fwd-status=" + strconv.Itoa(res.Entry.Status)
+	}
+}
+
+// noCache reports whether the client asked for a fresh answer.
+func noCache(h http.Header) bool {
+	for _, v := range h["Cache-Control"] {
+		if strings.Contains(strings.ToLower(v), "no-cache") {
+			return true
+		}
+	}
+	for _, v := range h["Pragma"] {
+		if strings.Contains(strings.ToLower(v), "no-cache") {
+			return true
+		}
+	}
+	return false
+}
+
+// acceptsGzip reports whether Accept-Encoding values allow gzip (q > 0),
+// without allocating.
+func acceptsGzip(values []string) bool {
+	for _, v := range values {
+		for v != "" {
+			var item string
+			item, v, _ = strings.Cut(v, ",")
+			name, params, _ := strings.Cut(item, ";")
+			name = strings.TrimSpace(name)
+			if !strings.EqualFold(name, "gzip") && name != "*" {
+				continue
+			}
+			q := strings.TrimSpace(params)
+			if qv, ok := strings.CutPrefix(q, "q="); ok {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(qv), 64); err == nil && f == 0 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// matchesETag reports whether If-None-Match values match etag (weak
+// comparison, RFC 9110 section 13.1.2).
+func matchesETag(values []string, etag string) bool {
+	etag = strings.TrimPrefix(etag, "W/")
+	for _, v := range values {
+		for v != "" {
+			var tag string
+			tag, v, _ = strings.Cut(v, ",")
+			tag = strings.TrimSpace(tag)
+			if tag == "*" || strings.TrimPrefix(tag, "W/") == etag {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// passThrough forwards a request that is not cached (writes, private
+// routes, unknown routes) exactly once through the upstream client, body
+// streamed both ways.
+func (s *Server) passThrough(c echo.Context, info *reqInfo) {
+	r := c.Request()
+	ctx := upstream.WithRoute(r.Context(), info.route, &info.attempts)
+	s.rp.ServeHTTP(c.Response(), r.WithContext(ctx))
+	info.status = c.Response().Status
+}
+
+func (s *Server) newReverseProxy() *httputil.ReverseProxy {
+	origin := s.up.Origin()
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.Host = origin.Scheme, origin.Host, origin.Host
+			xff := clientIP(pr.In)
+			if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
+				xff = strings.Join(prior, ", ") + ", " + xff
+			}
+			pr.Out.Header["X-Forwarded-For"] = []string{xff}
+		},
+		Transport:     s.up,
+		FlushInterval: -1,
+		ModifyResponse: func(resp *http.Response) error {
+			resp.Header["X-Cache"] = xBypass
+			resp.Header["Cache-Status"] = bypassStatus
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			var e *upstream.Error
+			if !errors.As(err, &e) {
+				e = &upstream.Error{Status: http.StatusBadGateway, Code: "upstream_error", Msg: "upstream " + origin.Host + " failed"}
+			}
+			if e.Status == 499 || r.Context().Err() != nil {
+				return
+			}
+			w.Header()["X-Cache"] = xBypass
+			httperr.Write(w, e.Status, e.Code, e.Msg, e.RetryAfter)
+		},
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// observed wraps one of kproxy's own routes with the access log and metrics.
+func (s *Server) observed(path string, h echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		info := reqInfo{route: path}
+		err := h(c)
+		if err != nil {
+			c.Error(err)
+		}
+		s.observe(c, &info, start)
+		return nil
+	}
+}
+
+// hotMetrics are the pre-resolved series of a route's fresh GET hits, so
+// the hit path hashes no label values.
+type hotMetrics struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+func (s *Server) newHotMetrics() map[*route.Route]*hotMetrics {
+	if s.m == nil {
+		return nil
+	}
+	hot := map[*route.Route]*hotMetrics{}
+	for _, rt := range s.routes.Routes() {
+		hot[rt] = &hotMetrics{
+			requests: s.m.Requests.WithLabelValues(rt.Pattern, http.MethodGet, "200", "HIT"),
+			duration: s.m.RequestDuration.WithLabelValues(rt.Pattern, "HIT"),
+		}
+	}
+	return hot
+}
+
+func (s *Server) hotFor(rt *route.Route) *hotMetrics {
+	return s.hot[rt]
+}
+
+// observe records one finished request in the metrics and the access log.
+// It never logs headers, so credentials never reach the log.
+func (s *Server) observe(c echo.Context, info *reqInfo, start time.Time) {
+	r := c.Request()
+	if info.status == 0 {
+		info.status = c.Response().Status
+	}
+	d := time.Since(start)
+	if s.m != nil {
+		if info.hot != nil && info.status == http.StatusOK && r.Method == http.MethodGet {
+			info.hot.requests.Inc()
+			info.hot.duration.Observe(d.Seconds())
+		} else {
+			s.m.Requests.WithLabelValues(info.route, r.Method, codeLabel(info.status), info.cache).Inc()
+			s.m.RequestDuration.WithLabelValues(info.route, info.cache).Observe(d.Seconds())
+		}
+	}
+	if s.access != nil {
+		s.access.LogAttrs(context.Background(), slog.LevelInfo, "request",
+			slog.String("method", r.Method),
+			slog.String("route", info.route),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", info.status),
+			slog.String("cache", info.cache),
+			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+			slog.Int("upstream_attempts", info.attempts),
+		)
+	}
+}

@@ -1,0 +1,272 @@
+// Package proxy is kproxy's HTTP face: the Echo server, the
+// /trade-api/v2/* handler (cached answers through the fetch path, everything
+// else passed through), health, readiness, metrics and admin routes.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/kproxy/kproxy/cache"
+	"github.com/kproxy/kproxy/fetch"
+	"github.com/kproxy/kproxy/httperr"
+	"github.com/kproxy/kproxy/metrics"
+	"github.com/kproxy/kproxy/route"
+	"github.com/kproxy/kproxy/upstream"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Fetcher, Routes, Upstream and Store are required.
+	Fetcher  *fetch.Fetcher
+	Routes   *route.Table
+	Upstream *upstream.Client
+	Store    cache.Store
+	// AdminToken guards /admin/*; empty means the admin routes answer 404.
+	AdminToken string
+	// UpstreamURL is shown by /readyz.
+	UpstreamURL string
+	// Metrics may be nil (no /metrics, nothing recorded).
+	Metrics *metrics.Metrics
+	// Logger is for errors and state changes; AccessLog, if set, gets one
+	// line per request.
+	Logger    *slog.Logger
+	AccessLog *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is kproxy's HTTP handler. It is safe for concurrent use.
+type Server struct {
+	e        *echo.Echo
+	fetch    *fetch.Fetcher
+	routes   *route.Table
+	up       *upstream.Client
+	store    cache.Store
+	admin    string
+	upURL    string
+	m        *metrics.Metrics
+	log      *slog.Logger
+	access   *slog.Logger
+	now      func() time.Time
+	rp       *httputil.ReverseProxy
+	hot      map[*route.Route]*hotMetrics
+	draining atomic.Bool
+}
+
+// New builds a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Fetcher == nil || cfg.Routes == nil || cfg.Upstream == nil || cfg.Store == nil {
+		return nil, errors.New("proxy: fetcher, routes, upstream and store are required")
+	}
+	s := &Server{
+		e:      echo.New(),
+		fetch:  cfg.Fetcher,
+		routes: cfg.Routes,
+		up:     cfg.Upstream,
+		store:  cfg.Store,
+		admin:  cfg.AdminToken,
+		upURL:  cfg.UpstreamURL,
+		m:      cfg.Metrics,
+		log:    cfg.Logger,
+		access: cfg.AccessLog,
+		now:    cfg.Now,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.rp = s.newReverseProxy()
+	s.hot = s.newHotMetrics()
+
+	e := s.e
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(s.recoverJSON)
+	e.Any(route.Prefix+"*", s.handleAPI)
+	s.Handle(http.MethodGet, "/healthz", s.handleHealth)
+	s.Handle(http.MethodGet, "/readyz", s.handleReady)
+	if s.m != nil {
+		metricsHandler := echo.WrapHandler(s.m.Handler())
+		s.Handle(http.MethodGet, "/metrics", metricsHandler)
+	}
+	if s.admin != "" {
+		s.Handle(http.MethodDelete, "/admin/cache", s.handlePurge)
+	}
+	return s, nil
+}
+
+// ServeHTTP serves a request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.e.ServeHTTP(w, r) }
+
+// Handle adds a route of kproxy's own (batch endpoints, for example), with
+// recovery, the access log and request metrics.
+func (s *Server) Handle(method, path string, h echo.HandlerFunc) {
+	s.e.Add(method, path, s.observed(path, h))
+}
+
+// SetDraining makes /readyz answer 503 (shutdown has begun).
+func (s *Server) SetDraining() { s.draining.Store(true) }
+
+// HTTPServer wraps the handler in an http.Server with sane timeouts.
+func (s *Server) HTTPServer(addr string) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// recoverJSON turns a panic in a handler into a 500 JSON error; when the
+// answer has already begun it aborts the connection instead, the only
+// honest thing left to do.
+func (s *Server) recoverJSON(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			p := recover()
+			if p == nil {
+				return
+			}
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("panic in handler", "path", c.Request().URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			if c.Response().Committed {
+				panic(http.ErrAbortHandler)
+			}
+			httperr.Write(c.Response(), http.StatusInternalServerError, "internal_error", "internal error", 0)
+			err = nil
+		}()
+		return next(c)
+	}
+}
+
+// handleError answers errors returned by handlers and Echo's router (404,
+// 405) as JSON.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	status, code, msg := http.StatusInternalServerError, "internal_error", "internal error"
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		status = he.Code
+		switch status {
+		case http.StatusNotFound:
+			code, msg = "not_found", "no such route; kproxy forwards only /trade-api/v2/*"
+		case http.StatusMethodNotAllowed:
+			code, msg = "method_not_allowed", "method not allowed"
+		default:
+			code, msg = "error", fmt.Sprint(he.Message)
+		}
+	} else {
+		s.log.Error("handler error", "path", c.Request().URL.Path, "err", err)
+	}
+	httperr.Write(c.Response(), status, code, msg, 0)
+}
+
+func (s *Server) handleHealth(c echo.Context) error {
+	return c.JSONBlob(http.StatusOK, []byte(`{"status":"ok"}`))
+}
+
+// Readiness is the body of /readyz.
+type Readiness struct {
+	Status   string `json:"status"`
+	Breaker  string `json:"breaker"`
+	Cache    Stats  `json:"cache"`
+	Upstream string `json:"upstream"`
+}
+
+// Stats is the cache part of Readiness.
+type Stats struct {
+	Items int   `json:"items"`
+	Bytes int64 `json:"bytes"`
+}
+
+func (s *Server) handleReady(c echo.Context) error {
+	st := s.store.Stats()
+	r := Readiness{Status: "ready", Breaker: "closed", Cache: Stats{Items: st.Items, Bytes: st.Bytes}, Upstream: s.upURL}
+	if b := s.up.Breaker(); b != nil {
+		r.Breaker = b.State().String()
+	}
+	code := http.StatusOK
+	if s.draining.Load() {
+		r.Status, code = "draining", http.StatusServiceUnavailable
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(code, r)
+}
+
+func (s *Server) handlePurge(c echo.Context) error {
+	auth := c.Request().Header.Get("Authorization")
+	token, ok := strings.CutPrefix(auth, "Bearer ")
+	if !ok || !equalConstantTime(token, s.admin) {
+		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="kproxy admin"`)
+		httperr.Write(c.Response(), http.StatusUnauthorized, "unauthorized", "admin token missing or wrong", 0)
+		return nil
+	}
+	prefix := c.QueryParam("prefix")
+	n := s.store.Purge(prefix)
+	s.log.Info("cache purged", "prefix", prefix, "entries", n)
+	return c.JSON(http.StatusOK, map[string]any{"purged": n, "prefix": prefix})
+}
+
+func equalConstantTime(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	var v byte
+	for i := 0; i < len(a); i++ {
+		v |= a[i] ^ b[i]
+	}
+	return v == 0
+}
+
+// clientIP is the address of the connection's peer.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// Shutdown drains: readiness turns 503 at once, then the listener stops and
+// in-flight requests finish until ctx ends.
+func (s *Server) Shutdown(ctx context.Context, hs *http.Server) error {
+	s.SetDraining()
+	err := hs.Shutdown(ctx)
+	s.fetch.Wait()
+	return err
+}
+
+var codeLabels = func() (t [600]string) {
+	for i := range t {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()
+
+func codeLabel(status int) string {
+	if status >= 0 && status < len(codeLabels) {
+		return codeLabels[status]
+	}
+	return strconv.Itoa(status)
+}

@@ -1,0 +1,366 @@
+// Package upstream sends requests to Kalshi: a pooled keep-alive transport,
+// token-bucket rate limits for reads and writes, the circuit breaker, retries
+// with capped jittered backoff for idempotent GETs, and optional signing with
+// kproxy's own key.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/kproxy/kproxy/breaker"
+	"github.com/kproxy/kproxy/metrics"
+)
+
+// Config configures a Client.
+type Config struct {
+	// Origin is the upstream scheme://host; required.
+	Origin *url.URL
+	// Timeout bounds each attempt until response headers arrive; 0 means 10s.
+	Timeout time.Duration
+	// MaxRetries is how often an idempotent GET is retried.
+	MaxRetries int
+	// ReadRate and WriteRate are the token-bucket rates in requests/s; each
+	// bucket holds one second of budget. 0 means unlimited.
+	ReadRate, WriteRate float64
+	// MaxWait is the longest a request waits for a token before failing with
+	// a 429 Error.
+	MaxWait time.Duration
+	// Breaker guards the upstream; nil means none.
+	Breaker *breaker.Breaker
+	// Signer, if set, signs requests marked with WithOwnKey.
+	Signer *Signer
+	// Metrics may be nil.
+	Metrics *metrics.Metrics
+	// Transport overrides the tuned default transport (tests).
+	Transport http.RoundTripper
+	// RetryBase and RetryCap shape the backoff: attempt n waits a random
+	// time in [0, min(RetryCap, RetryBase*2^n)); 0 means 100ms and 2s.
+	RetryBase, RetryCap time.Duration
+	// MaxRetryAfter caps an upstream Retry-After that kproxy honours; a
+	// larger value is not obeyed (the answer is returned instead); 0 means 5s.
+	MaxRetryAfter time.Duration
+}
+
+// Client is safe for concurrent use. It implements http.RoundTripper so the
+// pass-through proxy uses exactly the same policy as the cached fetch path.
+type Client struct {
+	origin    *url.URL
+	rt        http.RoundTripper
+	read      *rate.Limiter
+	write     *rate.Limiter
+	maxWait   time.Duration
+	retries   int
+	breaker   *breaker.Breaker
+	signer    *Signer
+	m         *metrics.Metrics
+	base, cap time.Duration
+	maxRA     time.Duration
+}
+
+var _ http.RoundTripper = (*Client)(nil)
+
+// New builds a Client.
+func New(cfg Config) (*Client, error) {
+	if cfg.Origin == nil || cfg.Origin.Host == "" {
+		return nil, errors.New("upstream: origin required")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	c := &Client{
+		origin:  cfg.Origin,
+		rt:      cfg.Transport,
+		read:    limiter(cfg.ReadRate),
+		write:   limiter(cfg.WriteRate),
+		maxWait: cfg.MaxWait,
+		retries: cfg.MaxRetries,
+		breaker: cfg.Breaker,
+		signer:  cfg.Signer,
+		m:       cfg.Metrics,
+		base:    cmp(cfg.RetryBase, 100*time.Millisecond),
+		cap:     cmp(cfg.RetryCap, 2*time.Second),
+		maxRA:   cmp(cfg.MaxRetryAfter, 5*time.Second),
+	}
+	if c.rt == nil {
+		c.rt = NewTransport(cfg.Timeout)
+	}
+	return c, nil
+}
+
+func cmp(v, def time.Duration) time.Duration {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func limiter(perSec float64) *rate.Limiter {
+	if perSec <= 0 {
+		return rate.NewLimiter(rate.Inf, 0)
+	}
+	return rate.NewLimiter(rate.Limit(perSec), max(int(perSec), 1))
+}
+
+// NewTransport is the pooled keep-alive transport to Kalshi: HTTP/2 over
+// TLS, many idle connections to the one host, and timeout as the longest
+// wait for response headers.
+func NewTransport(timeout time.Duration) *http.Transport {
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 nil, // kproxy talks to Kalshi directly, never via an env proxy
+		DialContext:           d.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   128,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: timeout,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// Origin is the upstream scheme://host.
+func (c *Client) Origin() *url.URL { return c.origin }
+
+// Breaker is the client's breaker (may be nil).
+func (c *Client) Breaker() *breaker.Breaker { return c.breaker }
+
+// URL is the upstream URL for an escaped path and raw query.
+func (c *Client) URL(escapedPath, rawQuery string) *url.URL {
+	u := *c.origin
+	p, err := url.PathUnescape(escapedPath)
+	if err != nil {
+		p = escapedPath
+	}
+	u.Path, u.RawPath, u.RawQuery = p, escapedPath, rawQuery
+	if u.EscapedPath() != escapedPath {
+		u.RawPath = ""
+	}
+	return &u
+}
+
+// trace carries per-request facts between the caller and the client.
+type trace struct {
+	route    string
+	ownKey   bool
+	attempts *int
+}
+
+type traceKey struct{}
+
+// WithRoute marks ctx with the route template used in metric labels, and
+// (when attempts is not nil) where to count upstream attempts.
+func WithRoute(ctx context.Context, route string, attempts *int) context.Context {
+	t := traceFrom(ctx)
+	t.route, t.attempts = route, attempts
+	return context.WithValue(ctx, traceKey{}, t)
+}
+
+// WithOwnKey marks ctx so requests are signed with kproxy's own key (when
+// one is configured) instead of carrying the client's credentials.
+func WithOwnKey(ctx context.Context) context.Context {
+	t := traceFrom(ctx)
+	t.ownKey = true
+	return context.WithValue(ctx, traceKey{}, t)
+}
+
+func traceFrom(ctx context.Context) trace {
+	t, _ := ctx.Value(traceKey{}).(trace)
+	return t
+}
+
+// Signs reports whether requests marked WithOwnKey are signed by kproxy.
+func (c *Client) Signs() bool { return c.signer != nil }
+
+// RoundTrip sends req upstream under the client's policy. req.URL must
+// already point at the upstream. GET and HEAD requests without a body are
+// retried; anything else is sent exactly once. Policy failures (rate limit,
+// open breaker, unreachable upstream, timeout) are returned as *Error.
+func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	t := traceFrom(ctx)
+	idempotent := (req.Method == http.MethodGet || req.Method == http.MethodHead) &&
+		(req.Body == nil || req.Body == http.NoBody)
+	lim := c.write
+	if req.Method == http.MethodGet || req.Method == http.MethodHead {
+		lim = c.read
+	}
+	for attempt := 0; ; attempt++ {
+		if err := c.wait(ctx, lim); err != nil {
+			return nil, err
+		}
+		var done func(breaker.Outcome)
+		if c.breaker != nil {
+			d, err := c.breaker.Allow()
+			if err != nil {
+				return nil, &Error{Status: http.StatusServiceUnavailable, Code: "breaker_open",
+					Msg: "upstream " + c.origin.Host + " is failing; circuit breaker open", RetryAfter: c.breaker.RetryAfter(), Err: err}
+			}
+			done = d
+		}
+		out := req
+		if t.ownKey && c.signer != nil {
+			out = req.Clone(ctx)
+			c.signer.Sign(out)
+		}
+		if t.attempts != nil {
+			*t.attempts++
+		}
+		start := time.Now()
+		resp, err := c.rt.RoundTrip(out)
+		gone := ctx.Err() != nil && errors.Is(err, context.Canceled)
+		status := 0
+		if err == nil {
+			status = resp.StatusCode
+		}
+		if done != nil {
+			done(breaker.Classify(status, err, gone))
+		}
+		c.observe(t.route, status, err, time.Since(start))
+		if err != nil {
+			err = c.wrap(ctx, err)
+		}
+		if !idempotent || attempt >= c.retries || gone {
+			return resp, err
+		}
+		reason, retry := retryable(status, err)
+		if !retry {
+			return resp, err
+		}
+		delay := c.backoff(attempt)
+		if resp != nil {
+			if ra, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
+				if ra > c.maxRA {
+					// An absurd Retry-After is not obeyed blindly: the
+					// answer goes back as is.
+					return resp, nil
+				}
+				delay = ra
+			}
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
+			return resp, err
+		}
+		if resp != nil {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+		}
+		if c.m != nil {
+			c.m.UpstreamRetries.WithLabelValues(reason).Inc()
+		}
+		timer := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, c.wrap(ctx, ctx.Err())
+		case <-timer.C:
+		}
+	}
+}
+
+// Get sends a GET for escapedPath?rawQuery with header and returns the
+// response. It is RoundTrip for callers that build no request themselves.
+func (c *Client) Get(ctx context.Context, escapedPath, rawQuery string, header http.Header) (*http.Response, error) {
+	req := &http.Request{
+		Method:     http.MethodGet,
+		URL:        c.URL(escapedPath, rawQuery),
+		Header:     header,
+		Host:       c.origin.Host,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+	}
+	return c.RoundTrip(req.WithContext(ctx))
+}
+
+func (c *Client) wait(ctx context.Context, lim *rate.Limiter) error {
+	r := lim.Reserve()
+	d := r.Delay()
+	if d == 0 {
+		return nil
+	}
+	if d > c.maxWait || d == rate.InfDuration {
+		r.Cancel()
+		return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
+			Msg: "upstream rate limit reached; retry later", RetryAfter: max(d, time.Second)}
+	}
+	if c.m != nil {
+		c.m.RateLimitWait.Observe(d.Seconds())
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		r.Cancel()
+		return c.wrap(ctx, ctx.Err())
+	case <-timer.C:
+		return nil
+	}
+}
+
+func (c *Client) observe(route string, status int, err error, d time.Duration) {
+	if c.m == nil {
+		return
+	}
+	if route == "" {
+		route = "other"
+	}
+	code := "error"
+	if err == nil {
+		code = strconv.Itoa(status)
+	}
+	c.m.UpstreamRequests.WithLabelValues(route, code).Inc()
+	c.m.UpstreamDuration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+func (c *Client) backoff(attempt int) time.Duration {
+	ceil := min(c.cap, c.base<<min(attempt, 20))
+	return time.Duration(rand.Int64N(int64(ceil)) + 1)
+}
+
+// retryable reports whether an attempt's outcome is worth another try, and
+// the reason label.
+func retryable(status int, err error) (string, bool) {
+	var e *Error
+	if err != nil {
+		if errors.As(err, &e) && e.Code == "upstream_unreachable" {
+			return "connection", true
+		}
+		return "", false
+	}
+	switch status {
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return strconv.Itoa(status), true
+	}
+	return "", false
+}
+
+// retryAfter parses a Retry-After header (seconds or an HTTP date).
+func retryAfter(v string) (time.Duration, bool) {
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0, false
+		}
+		if n > 1<<30 {
+			n = 1 << 30
+		}
+		return time.Duration(n) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0), true
+	}
+	return 0, false
+}
