@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/kproxy/kproxy/batch"
 	"github.com/kproxy/kproxy/breaker"
 	"github.com/kproxy/kproxy/cache"
 	"github.com/kproxy/kproxy/config"
@@ -57,10 +58,10 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	}
 	a := &App{Config: cfg}
 	a.Logger = logging.New(out, cfg.Log.Level, cfg.Log.Format)
-	var access *slog.Logger
+	var access slog.Handler
 	if cfg.Log.Access {
 		a.accessBuf = logging.NewBuffered(out, 200*time.Millisecond)
-		access = logging.New(a.accessBuf, "info", cfg.Log.Format)
+		access = logging.New(a.accessBuf, "info", cfg.Log.Format).Handler()
 	}
 
 	origin, err := cfg.UpstreamURL()
@@ -156,6 +157,19 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	b, err := batch.New(batch.Config{
+		Fetcher:     a.Fetcher,
+		Routes:      routes,
+		MaxItems:    cfg.Batch.MaxItems,
+		Concurrency: cfg.Batch.Concurrency,
+		MaxPages:    cfg.Batch.MaxPages,
+		Metrics:     m,
+		Logger:      a.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.Register(a.Server.Handle)
 	return a, nil
 }
 

@@ -40,6 +40,8 @@ type Entry struct {
 	// RevalidateUntil, servable on upstream failure before ErrorUntil.
 	FreshUntil, RevalidateUntil, ErrorUntil time.Time
 
+	size int64
+
 	// Prebuilt header values so a hit formats nothing.
 	etagValue   []string
 	lenIdentity []string
@@ -84,6 +86,7 @@ func NewEntry(key string, status int, header http.Header, body []byte, fetchedAt
 			e.Gzip = buf.Bytes()
 		}
 	}
+	e.size = e.computeSize()
 	e.etagValue = []string{e.ETag}
 	e.lenIdentity = []string{strconv.Itoa(len(e.Body))}
 	if e.Gzip != nil {
@@ -93,7 +96,9 @@ func NewEntry(key string, status int, header http.Header, body []byte, fetchedAt
 }
 
 // Size is the bytes the entry holds; it is the entry's cost in the store.
-func (e *Entry) Size() int64 {
+func (e *Entry) Size() int64 { return e.size }
+
+func (e *Entry) computeSize() int64 {
 	n := len(e.Key) + len(e.Body) + len(e.Gzip) + len(e.ETag) + 256
 	for k, vs := range e.Header {
 		n += len(k)

@@ -67,6 +67,9 @@ func NewMemory(cfg Config) (*Memory, error) {
 		MaxCost:            cfg.MaxBytes,
 		BufferItems:        64,
 		IgnoreInternalCost: true,
+		// Sweep expired entries every half second so memory and the key
+		// index follow retention closely.
+		TtlTickerDurationInSec: 1,
 		OnEvict: func(item *ristretto.Item[*Entry]) {
 			if item.Expiration.IsZero() || time.Now().Before(item.Expiration) {
 				m.mu.Lock()

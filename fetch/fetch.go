@@ -201,11 +201,17 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 	case ok:
 		fwd = "stale"
 	}
+	return f.miss(ctx, *req, cached, ok, fwd)
+}
+
+// miss waits for (or starts) the shared fetch of req's key. req is a copy:
+// the fetch may outlive the caller.
+func (f *Fetcher) miss(ctx context.Context, req Request, cached *cache.Entry, ok bool, fwd string) Result {
 	hdr := outgoingHeader(req.Header, req.ClientIP)
 	led := false
 	ch := f.group.DoChan(req.Key, func() (any, error) {
 		led = true
-		return f.load(req, hdr, !req.NoCache), nil
+		return f.load(&req, hdr, !req.NoCache), nil
 	})
 	var fl *flight
 	select {
@@ -217,7 +223,7 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 	if !led && fl.credential {
 		// A 401/403 answered the starter's credentials, not ours: try
 		// again alone, with our own.
-		fl = f.load(req, hdr, false)
+		fl = f.load(&req, hdr, false)
 		led = true
 	}
 	res := Result{Fwd: fwd}

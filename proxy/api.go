@@ -213,9 +213,10 @@ func matchesETag(values []string, etag string) bool {
 // streamed both ways.
 func (s *Server) passThrough(c echo.Context, info *reqInfo) {
 	r := c.Request()
-	ctx := upstream.WithRoute(r.Context(), info.route, &info.attempts)
+	attempts := new(int)
+	ctx := upstream.WithRoute(r.Context(), info.route, attempts)
 	s.rp.ServeHTTP(c.Response(), r.WithContext(ctx))
-	info.status = c.Response().Status
+	info.status, info.attempts = c.Response().Status, *attempts
 }
 
 func (s *Server) newReverseProxy() *httputil.ReverseProxy {
@@ -308,14 +309,18 @@ func (s *Server) observe(c echo.Context, info *reqInfo, start time.Time) {
 		}
 	}
 	if s.access != nil {
-		s.access.LogAttrs(context.Background(), slog.LevelInfo, "request",
+		// A record built here with no caller PC: slog.Logger would walk
+		// the stack for one on every request.
+		rec := slog.NewRecord(start.Add(d), slog.LevelInfo, "request", 0)
+		rec.AddAttrs(
 			slog.String("method", r.Method),
 			slog.String("route", info.route),
-			slog.String("path", r.URL.Path),
 			slog.Int("status", info.status),
 			slog.String("cache", info.cache),
 			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 			slog.Int("upstream_attempts", info.attempts),
+			slog.String("path", r.URL.Path),
 		)
+		s.access.Handle(context.Background(), rec)
 	}
 }

@@ -43,7 +43,7 @@ type Config struct {
 	// Logger is for errors and state changes; AccessLog, if set, gets one
 	// line per request.
 	Logger    *slog.Logger
-	AccessLog *slog.Logger
+	AccessLog slog.Handler
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -59,7 +59,7 @@ type Server struct {
 	upURL    string
 	m        *metrics.Metrics
 	log      *slog.Logger
-	access   *slog.Logger
+	access   slog.Handler
 	now      func() time.Time
 	rp       *httputil.ReverseProxy
 	hot      map[*route.Route]*hotMetrics

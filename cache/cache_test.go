@@ -1,0 +1,202 @@
+package cache
+
+import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+func entry(key string, size int) *Entry {
+	body := bytes.Repeat([]byte("x"), size)
+	return NewEntry(key, 200, http.Header{"Content-Type": {"application/json"}}, body, t0, Windows{TTL: time.Minute}, false)
+}
+
+func newStore(t *testing.T, max int64) *Memory {
+	t.Helper()
+	m, err := NewMemory(Config{MaxBytes: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+func TestMemorySetGet(t *testing.T) {
+	m := newStore(t, 1<<20)
+	e := entry("/a", 100)
+	m.Set(e, time.Minute)
+	got, ok := m.Get("/a")
+	if !ok || got != e {
+		t.Fatalf("Get(/a) = %v, %v; want the stored entry", got, ok)
+	}
+	if _, ok := m.Get("/b"); ok {
+		t.Errorf("Get(/b) found an entry never stored")
+	}
+	st := m.Stats()
+	if st.Items != 1 || st.Bytes != e.Size() {
+		t.Errorf("Stats = %+v, want 1 item of %d bytes", st, e.Size())
+	}
+}
+
+func TestMemoryStaysWithinMaxBytes(t *testing.T) {
+	const max = 256 << 10
+	m := newStore(t, max)
+	for i := range 400 {
+		m.Set(entry(fmt.Sprintf("/k/%d", i), 2000), time.Minute)
+	}
+	st := m.Stats()
+	if st.Bytes > max {
+		t.Errorf("cache holds %d bytes, want at most %d", st.Bytes, max)
+	}
+	if st.Items == 0 || st.Items >= 400 {
+		t.Errorf("cache holds %d items, want some but not all 400", st.Items)
+	}
+	// The index follows what the store really holds.
+	held := 0
+	for i := range 400 {
+		if _, ok := m.Get(fmt.Sprintf("/k/%d", i)); ok {
+			held++
+		}
+	}
+	if held != st.Items {
+		t.Errorf("Get finds %d entries, Stats says %d", held, st.Items)
+	}
+}
+
+func TestMemoryReplaceKeepsIndex(t *testing.T) {
+	m := newStore(t, 1<<20)
+	m.Set(entry("/a", 100), time.Minute)
+	e2 := entry("/a", 300)
+	m.Set(e2, time.Minute)
+	if got, _ := m.Get("/a"); got != e2 {
+		t.Errorf("Get after replace returned the old entry")
+	}
+	if st := m.Stats(); st.Items != 1 || st.Bytes != e2.Size() {
+		t.Errorf("Stats after replace = %+v, want 1 item of %d bytes", st, e2.Size())
+	}
+}
+
+func TestMemoryPurgeByPrefix(t *testing.T) {
+	m := newStore(t, 1<<20)
+	for _, k := range []string{"/trade-api/v2/series/A", "/trade-api/v2/series/B", "/trade-api/v2/markets?x=1"} {
+		m.Set(entry(k, 10), time.Minute)
+	}
+	if n := m.Purge("/trade-api/v2/series"); n != 2 {
+		t.Errorf("Purge(series) = %d, want 2", n)
+	}
+	if _, ok := m.Get("/trade-api/v2/series/A"); ok {
+		t.Errorf("purged entry still served")
+	}
+	if _, ok := m.Get("/trade-api/v2/markets?x=1"); !ok {
+		t.Errorf("entry outside the prefix was purged")
+	}
+	if n := m.Purge(""); n != 1 {
+		t.Errorf("Purge(all) = %d, want 1", n)
+	}
+	if st := m.Stats(); st.Items != 0 || st.Bytes != 0 {
+		t.Errorf("Stats after purge = %+v, want empty", st)
+	}
+}
+
+func TestMemoryExpiryLeavesIndex(t *testing.T) {
+	m := newStore(t, 1<<20)
+	m.Set(entry("/short", 10), 50*time.Millisecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Stats().Items != 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, ok := m.Get("/short"); ok {
+		t.Errorf("expired entry still served")
+	}
+	if st := m.Stats(); st.Items != 0 {
+		t.Errorf("index holds %d items after expiry, want 0", st.Items)
+	}
+}
+
+func TestEntryFreshnessWindows(t *testing.T) {
+	e := NewEntry("/k", 200, http.Header{}, []byte("{}"), t0,
+		Windows{TTL: 2 * time.Second, StaleWhileRevalidate: 3 * time.Second, StaleIfError: 10 * time.Second}, false)
+	tests := []struct {
+		at                         time.Duration
+		fresh, revalidate, onError bool
+	}{
+		{0, true, true, true},
+		{1999 * time.Millisecond, true, true, true},
+		{2 * time.Second, false, true, true},
+		{5 * time.Second, false, false, true},
+		{12 * time.Second, false, false, false},
+	}
+	for _, tt := range tests {
+		now := t0.Add(tt.at)
+		if got := e.Fresh(now); got != tt.fresh {
+			t.Errorf("Fresh(+%v) = %v, want %v", tt.at, got, tt.fresh)
+		}
+		if got := e.Revalidatable(now); got != tt.revalidate {
+			t.Errorf("Revalidatable(+%v) = %v, want %v", tt.at, got, tt.revalidate)
+		}
+		if got := e.ServableOnError(now); got != tt.onError {
+			t.Errorf("ServableOnError(+%v) = %v, want %v", tt.at, got, tt.onError)
+		}
+	}
+}
+
+func TestEntryGzipMadeOnceAndValid(t *testing.T) {
+	body := []byte(strings.Repeat(`{"ticker":"KXEARNINGSMENTIONMETA-26JUN30-VR"},`, 50))
+	e := NewEntry("/k", 200, http.Header{}, body, t0, Windows{TTL: time.Second}, true)
+	if e.Gzip == nil {
+		t.Fatal("no gzip copy for a compressible body")
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(e.Gzip))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(zr)
+	if !bytes.Equal(got, body) {
+		t.Errorf("gzip copy does not decompress to the body")
+	}
+	if small := NewEntry("/s", 200, http.Header{}, []byte("{}"), t0, Windows{}, true); small.Gzip != nil {
+		t.Errorf("tiny body was compressed")
+	}
+}
+
+func TestEntryStoresNoHopByHopOrCookies(t *testing.T) {
+	h := http.Header{
+		"Content-Type": {"application/json"}, "Connection": {"close"}, "Set-Cookie": {"a=b"},
+		"Content-Length": {"2"}, "X-Request-Id": {"r1"},
+	}
+	e := NewEntry("/k", 200, h, []byte("{}"), t0, Windows{}, false)
+	for _, k := range []string{"Connection", "Set-Cookie", "Content-Length"} {
+		if _, ok := e.Header[k]; ok {
+			t.Errorf("stored header %s", k)
+		}
+	}
+	if e.Header.Get("X-Request-Id") != "r1" || e.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("end-to-end headers lost: %v", e.Header)
+	}
+	if e.ETag == "" || e.ETag[0] != '"' {
+		t.Errorf("ETag = %q, want a strong quoted validator", e.ETag)
+	}
+}
+
+func TestHitHeadersReusedWithinASecond(t *testing.T) {
+	e := entry("/k", 10)
+	age1, cs1 := e.HitHeaders(t0.Add(1200 * time.Millisecond))
+	age2, cs2 := e.HitHeaders(t0.Add(1700 * time.Millisecond))
+	if &age1[0] != &age2[0] || &cs1[0] != &cs2[0] {
+		t.Errorf("hit headers rebuilt within one second")
+	}
+	if age1[0] != "1" || cs1[0] != "kproxy; hit; ttl=58" {
+		t.Errorf("HitHeaders = %q, %q; want \"1\", \"kproxy; hit; ttl=58\"", age1[0], cs1[0])
+	}
+	age3, _ := e.HitHeaders(t0.Add(3 * time.Second))
+	if age3[0] != "3" {
+		t.Errorf("Age after 3s = %q, want 3", age3[0])
+	}
+}
