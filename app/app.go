@@ -200,7 +200,20 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 
 // Close releases the App's resources and flushes the access log.
 func (a *App) Close() {
-	a.Store.Close()
+	// Shared fetches nobody waits for any more may still be storing their
+	// answers; give them the shutdown timeout, then leave the store open
+	// for them (the process is ending anyway).
+	done := make(chan struct{})
+	go func() {
+		a.Fetcher.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		a.Store.Close()
+	case <-time.After(time.Duration(a.Config.ShutdownTimeout)):
+		a.Logger.Warn("shared fetches still running at exit")
+	}
 	if a.accessBuf != nil {
 		a.accessBuf.Close()
 	}

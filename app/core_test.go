@@ -465,14 +465,15 @@ func TestServerErrorsAreSharedButNotStored(t *testing.T) {
 }
 
 func TestUnreachableUpstreamIsAQuickJSONError(t *testing.T) {
+	dead := closedPort(t)
 	h := newHarness(t, func(c *config.Config) {
-		c.Upstream.URL = "http://127.0.0.1:1"
+		c.Upstream.URL = "http://" + dead
 		c.Upstream.MaxRetries = 0
 	})
 	start := time.Now()
 	resp, body := h.get(metaSeries)
 	wantJSONError(t, resp, body, http.StatusBadGateway, "upstream_unreachable")
-	if !strings.Contains(string(body), "127.0.0.1:1") {
+	if !strings.Contains(string(body), dead) {
 		t.Errorf("error %s does not name the upstream", body)
 	}
 	if d := time.Since(start); d > time.Second {
@@ -626,4 +627,16 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("condition not met within 2.5s")
+}
+
+// closedPort is a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -61,6 +62,8 @@ type Fetcher struct {
 	now     func() time.Time
 	auto    *autoBatcher
 	bg      sync.WaitGroup
+	// refreshing holds the keys with a background refresh under way.
+	refreshing sync.Map
 }
 
 // New builds a Fetcher.
@@ -263,21 +266,30 @@ func (f *Fetcher) miss(ctx context.Context, req Request, cached *cache.Entry, ok
 	return res
 }
 
-// refresh starts one background refresh of req's key unless one runs.
+// refresh starts one background refresh of req's key unless one runs. A
+// burst of stale hits on one key starts one goroutine, not one per hit.
 func (f *Fetcher) refresh(req *Request) {
+	if _, running := f.refreshing.LoadOrStore(req.Key, struct{}{}); running {
+		return
+	}
 	hdr := outgoingHeader(req.Header, req.ClientIP)
 	r := *req
 	f.bg.Add(1)
 	go func() {
 		defer f.bg.Done()
+		defer f.refreshing.Delete(r.Key)
 		ch := f.group.DoChan(r.Key, func() (any, error) {
-			return f.load(&r, hdr, false), nil
+			// Check the cache again: a refresh that finished after this
+			// request saw the stale entry must not be repeated.
+			return f.load(&r, hdr, true), nil
 		})
 		<-ch
 	}()
 }
 
-// Wait blocks until background refreshes have finished (tests, shutdown).
+// Wait blocks until shared fetches and background refreshes under way have
+// finished, including those no client waits for any more. Call it after the
+// HTTP server has stopped (shutdown, tests), before closing the store.
 func (f *Fetcher) Wait() { f.bg.Wait() }
 
 // load makes one upstream fetch for req and stores a storable answer. It
@@ -286,6 +298,8 @@ func (f *Fetcher) Wait() { f.bg.Wait() }
 // in the cache: a flight that started just after another one stored the
 // key must not fetch it a second time.
 func (f *Fetcher) load(req *Request, hdr http.Header, checkCache bool) (fl *flight) {
+	f.bg.Add(1)
+	defer f.bg.Done()
 	defer func() {
 		if p := recover(); p != nil {
 			f.log.Error("panic in shared fetch", "key", req.Key, "panic", fmt.Sprint(p))
@@ -407,4 +421,26 @@ func outgoingHeader(in http.Header, clientIP string) http.Header {
 		out["X-Forwarded-For"] = []string{clientIP}
 	}
 	return out
+}
+
+// NoCache reports whether a request's headers ask for a fresh answer
+// (Cache-Control or Pragma no-cache).
+func NoCache(h http.Header) bool {
+	for _, name := range [...]string{"Cache-Control", "Pragma"} {
+		for _, v := range h[name] {
+			if strings.Contains(strings.ToLower(v), "no-cache") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ClientIP is the address of a request's peer, as X-Forwarded-For records it.
+func ClientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }

@@ -66,8 +66,8 @@ func (s *Server) handleAPI(c echo.Context) error {
 		EscapedPath: escaped,
 		RawQuery:    r.URL.RawQuery,
 		Header:      r.Header,
-		NoCache:     noCache(r.Header),
-		ClientIP:    clientIP(r),
+		NoCache:     fetch.NoCache(r.Header),
+		ClientIP:    fetch.ClientIP(r),
 	})
 	info.attempts = res.Attempts
 	info.cache = res.Outcome.XCache()
@@ -152,21 +152,6 @@ func cacheStatus(res fetch.Result, ttl time.Duration) string {
 	}
 }
 
-// noCache reports whether the client asked for a fresh answer.
-func noCache(h http.Header) bool {
-	for _, v := range h["Cache-Control"] {
-		if strings.Contains(strings.ToLower(v), "no-cache") {
-			return true
-		}
-	}
-	for _, v := range h["Pragma"] {
-		if strings.Contains(strings.ToLower(v), "no-cache") {
-			return true
-		}
-	}
-	return false
-}
-
 // acceptsGzip reports whether Accept-Encoding values allow gzip (q > 0),
 // without allocating.
 func acceptsGzip(values []string) bool {
@@ -224,7 +209,7 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.Host = origin.Scheme, origin.Host, origin.Host
-			xff := clientIP(pr.In)
+			xff := fetch.ClientIP(pr.In)
 			if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
 				xff = strings.Join(prior, ", ") + ", " + xff
 			}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"runtime/debug"
@@ -239,22 +238,11 @@ func equalConstantTime(a, b string) bool {
 	return v == 0
 }
 
-// clientIP is the address of the connection's peer.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
 // Shutdown drains: readiness turns 503 at once, then the listener stops and
 // in-flight requests finish until ctx ends.
 func (s *Server) Shutdown(ctx context.Context, hs *http.Server) error {
 	s.SetDraining()
-	err := hs.Shutdown(ctx)
-	s.fetch.Wait()
-	return err
+	return hs.Shutdown(ctx)
 }
 
 var codeLabels = func() (t [600]string) {

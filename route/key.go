@@ -52,14 +52,17 @@ func Key(path, rawQuery string) string {
 // alone.
 func canonical(q string) bool {
 	prev := ""
-	for part := range strings.SplitSeq(q, "&") {
+	for {
+		part, rest, more := strings.Cut(q, "&")
 		name, value, ok := strings.Cut(part, "=")
 		if !ok || name == "" || name < prev || !plain(name) || !plain(value) {
 			return false
 		}
-		prev = name
+		if !more {
+			return true
+		}
+		prev, q = name, rest
 	}
-	return true
 }
 
 // plain reports whether s consists only of bytes escape writes unchanged.
@@ -72,12 +75,18 @@ func plain(s string) bool {
 	return true
 }
 
-// keep lists the bytes written literally in a key: unreserved characters and
-// the comma Kalshi uses inside list parameters.
-func keep(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-		c == '-' || c == '_' || c == '.' || c == '~' || c == ','
-}
+// keep reports whether c is written literally in a key: unreserved
+// characters and the comma Kalshi uses inside list parameters.
+func keep(c byte) bool { return keepTable[c] }
+
+var keepTable = func() (t [256]bool) {
+	for c := range 256 {
+		b := byte(c)
+		t[c] = 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' ||
+			b == '-' || b == '_' || b == '.' || b == '~' || b == ','
+	}
+	return t
+}()
 
 func unescape(s string) string {
 	if v, err := url.QueryUnescape(s); err == nil {
