@@ -640,3 +640,43 @@ func closedPort(t *testing.T) string {
 	ln.Close()
 	return addr
 }
+
+func TestAutoBatchingStretchesARateLimit(t *testing.T) {
+	// 40 scripts each ask for a different market at once, on an account
+	// limited to 5 reads/s with at most 1s of waiting.
+	run := func(window time.Duration) (ok, limited, upstream int) {
+		h := newHarness(t, func(c *config.Config) {
+			rate := 5.0
+			c.Upstream.ReadRate = &rate
+			c.Upstream.MaxWait = config.Duration(time.Second)
+			c.Batch.AutoWindow = config.Duration(window)
+		})
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, tk := range h.fake.MarketTickers("KXBIGSERIES")[:40] {
+			wg.Go(func() {
+				resp, _ := h.get("/trade-api/v2/markets/" + tk)
+				mu.Lock()
+				defer mu.Unlock()
+				switch resp.StatusCode {
+				case http.StatusOK:
+					ok++
+				case http.StatusTooManyRequests:
+					limited++
+				}
+			})
+		}
+		wg.Wait()
+		return ok, limited, h.fake.Total()
+	}
+	ok, limited, calls := run(0)
+	t.Logf("auto-batching off: %d answered, %d rate limited, %d upstream calls", ok, limited, calls)
+	if limited == 0 || calls != ok {
+		t.Errorf("without auto-batching: %d ok, %d limited, %d upstream calls; want some 429s and one call per answer", ok, limited, calls)
+	}
+	ok, limited, calls = run(10 * time.Millisecond)
+	t.Logf("auto-batching on: %d answered, %d rate limited, %d upstream calls", ok, limited, calls)
+	if ok != 40 || limited != 0 || calls > 2 {
+		t.Errorf("with auto-batching: %d ok, %d limited, %d upstream calls; want 40 ok in 1-2 calls", ok, limited, calls)
+	}
+}
