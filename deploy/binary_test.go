@@ -365,7 +365,7 @@ func TestBinaryServesAsNonRoot(t *testing.T) {
 			}
 		}
 	})
-	// The error answers docs/sidecar.md's troubleshooting section describes.
+	// The error answers the README troubleshooting section describes.
 	t.Run("error answers", func(t *testing.T) {
 		tests := []struct {
 			path   string
