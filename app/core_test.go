@@ -680,3 +680,41 @@ func TestAutoBatchingStretchesARateLimit(t *testing.T) {
 		t.Errorf("with auto-batching: %d ok, %d limited, %d upstream calls; want 40 ok in 1-2 calls", ok, limited, calls)
 	}
 }
+
+func TestStaleCopyServedWhileAFetchIsUnderWay(t *testing.T) {
+	zero, minute := config.Duration(0), config.Duration(time.Minute)
+	h := newHarness(t, func(c *config.Config) {
+		c.Cache.Routes = []config.Route{{
+			Pattern: "/trade-api/v2/series/{series_ticker}", TTL: config.Duration(50 * time.Millisecond),
+			StaleWhileRevalidate: &zero, StaleIfError: &minute,
+		}}
+	})
+	_, cached := h.get(metaSeries)
+	time.Sleep(100 * time.Millisecond) // past ttl, and there is no revalidate window
+	release := h.fake.Stall()
+	defer release()
+	leader := make(chan *http.Response, 1)
+	go func() {
+		resp, _ := h.get(metaSeries)
+		leader <- resp
+	}()
+	waitFor(t, func() bool { return h.fake.Count(metaSeries) == 2 })
+
+	start := time.Now()
+	resp, body := h.get(metaSeries)
+	took := time.Since(start)
+	wantHeader(t, resp, "X-Cache", "STALE")
+	if !bytes.Equal(body, cached) {
+		t.Errorf("stale body differs from the stored copy")
+	}
+	if took > 500*time.Millisecond {
+		t.Errorf("stale answer took %v while the upstream hangs, want at once", took)
+	}
+	release()
+	if got := (<-leader).Header.Get("X-Cache"); got != "MISS" {
+		t.Errorf("the request that started the fetch: X-Cache %q, want MISS", got)
+	}
+	if got := h.fake.Count(metaSeries); got != 2 {
+		t.Errorf("upstream requests = %d, want 2", got)
+	}
+}

@@ -59,8 +59,13 @@ type Windows struct {
 const minGzip = 512
 
 // NewEntry builds an entry for an upstream answer fetched at fetchedAt.
-// When compress is true a gzip copy is made now, once, if it saves bytes.
-func NewEntry(key string, status int, header http.Header, body []byte, fetchedAt time.Time, w Windows, compress bool) *Entry {
+// When stored is true the entry is meant for the store: its body is copied
+// to a slice of exactly its size (the store counts every byte it keeps) and
+// a gzip copy is made now, once, if it saves bytes.
+func NewEntry(key string, status int, header http.Header, body []byte, fetchedAt time.Time, w Windows, stored bool) *Entry {
+	if stored && cap(body) > len(body) {
+		body = bytes.Clone(body)
+	}
 	e := &Entry{
 		Key:             key,
 		Status:          status,
@@ -77,13 +82,13 @@ func NewEntry(key string, status int, header http.Header, body []byte, fetchedAt
 		h.Write(body)
 		e.ETag = `"` + hex.EncodeToString(h.Sum(nil)) + `"`
 	}
-	if compress && len(body) >= minGzip {
+	if stored && len(body) >= minGzip {
 		var buf bytes.Buffer
 		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
 		zw.Write(body)
 		zw.Close()
 		if buf.Len() < len(body) {
-			e.Gzip = buf.Bytes()
+			e.Gzip = bytes.Clone(buf.Bytes())
 		}
 	}
 	e.size = e.computeSize()

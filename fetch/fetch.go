@@ -62,8 +62,12 @@ type Fetcher struct {
 	now     func() time.Time
 	auto    *autoBatcher
 	bg      sync.WaitGroup
-	// refreshing holds the keys with a background refresh under way.
+	// refreshing holds the keys with a background refresh scheduled.
 	refreshing sync.Map
+
+	mu sync.Mutex
+	// inflight counts the upstream fetches under way per key.
+	inflight map[string]int
 }
 
 // New builds a Fetcher.
@@ -196,6 +200,13 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 			f.refresh(req)
 			return Result{Entry: cached, Outcome: Revalidating}
 		}
+		if cached.ServableOnError(now) && f.fetching(req.Key) {
+			// Past stale-while-revalidate, but a fetch of this key is
+			// already under way (a slow or hanging upstream): serve the
+			// copy now rather than queue behind it, as nginx's
+			// proxy_cache_use_stale updating does.
+			return Result{Entry: cached, Outcome: Revalidating}
+		}
 	}
 	fwd := "uri-miss"
 	switch {
@@ -287,6 +298,27 @@ func (f *Fetcher) refresh(req *Request) {
 	}()
 }
 
+// mark counts a fetch of key starting (+1) or ending (-1).
+func (f *Fetcher) mark(key string, delta int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.inflight == nil {
+		f.inflight = map[string]int{}
+	}
+	if n := f.inflight[key] + delta; n > 0 {
+		f.inflight[key] = n
+	} else {
+		delete(f.inflight, key)
+	}
+}
+
+// fetching reports whether an upstream fetch of key is under way.
+func (f *Fetcher) fetching(key string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inflight[key] > 0
+}
+
 // Wait blocks until shared fetches and background refreshes under way have
 // finished, including those no client waits for any more. Call it after the
 // HTTP server has stopped (shutdown, tests), before closing the store.
@@ -300,6 +332,8 @@ func (f *Fetcher) Wait() { f.bg.Wait() }
 func (f *Fetcher) load(req *Request, hdr http.Header, checkCache bool) (fl *flight) {
 	f.bg.Add(1)
 	defer f.bg.Done()
+	f.mark(req.Key, 1)
+	defer f.mark(req.Key, -1)
 	defer func() {
 		if p := recover(); p != nil {
 			f.log.Error("panic in shared fetch", "key", req.Key, "panic", fmt.Sprint(p))

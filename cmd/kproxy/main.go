@@ -11,12 +11,17 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
 	"github.com/kproxy/kproxy/app"
 	"github.com/kproxy/kproxy/config"
 )
+
+// memoryHeadroom is what the process needs besides the cache: runtime,
+// buffers, bodies in flight.
+const memoryHeadroom = 48 << 20
 
 // version is stamped at build time with -ldflags "-X main.version=...".
 var version = "dev"
@@ -53,6 +58,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "kproxy:", err)
 		return 1
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A soft memory limit sized from the cache bound: the garbage
+		// collector works harder before the process outgrows what the
+		// operator planned for (cache.max_bytes plus headroom).
+		debug.SetMemoryLimit(int64(cfg.Cache.MaxBytes) + memoryHeadroom)
 	}
 	a, err := app.New(cfg, app.Options{LogOutput: stderr})
 	if err != nil {
