@@ -62,6 +62,9 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if cfg.Log.Access {
 		a.accessBuf = logging.NewBuffered(out, 200*time.Millisecond)
 		access = logging.New(a.accessBuf, "info", cfg.Log.Format).Handler()
+		if cfg.Log.Format == "json" {
+			access = logging.NewAccessHandler(a.accessBuf)
+		}
 	}
 
 	origin, err := cfg.UpstreamURL()

@@ -120,6 +120,8 @@ type Request struct {
 	// ClientIP is appended to X-Forwarded-For on a fetch this request
 	// starts; empty means none.
 	ClientIP string
+	// Now is when the request arrived; zero means the Fetcher's clock.
+	Now time.Time
 }
 
 // Outcome names how a request was answered. The same words feed
@@ -190,7 +192,10 @@ type flight struct {
 // Get answers req from the cache or through one shared upstream fetch. It
 // returns when the answer is ready or ctx is done.
 func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
-	now := f.now()
+	now := req.Now
+	if now.IsZero() {
+		now = f.now()
+	}
 	cached, ok := f.store.Get(req.Key)
 	if ok && !req.NoCache {
 		if cached.Fresh(now) {

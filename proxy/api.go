@@ -66,6 +66,7 @@ func (s *Server) handleAPI(c echo.Context) error {
 		EscapedPath: escaped,
 		RawQuery:    r.URL.RawQuery,
 		Header:      r.Header,
+		Now:         start,
 		NoCache:     fetch.NoCache(r.Header),
 		ClientIP:    fetch.ClientIP(r),
 	})
@@ -85,13 +86,13 @@ func (s *Server) handleAPI(c echo.Context) error {
 	if res.Outcome == fetch.Hit {
 		info.hot = s.hotFor(rt)
 	}
-	info.status = s.writeEntry(c.Response(), r, res)
+	info.status = s.writeEntry(c.Response(), r, res, start)
 	return nil
 }
 
 // writeEntry sends a fetch result and returns the status sent. A fresh hit
 // formats nothing: every header value is prebuilt or shared.
-func (s *Server) writeEntry(w *echo.Response, r *http.Request, res fetch.Result) int {
+func (s *Server) writeEntry(w *echo.Response, r *http.Request, res fetch.Result, now time.Time) int {
 	e := res.Entry
 	h := w.Header()
 	for k, vs := range e.Header {
@@ -99,7 +100,6 @@ func (s *Server) writeEntry(w *echo.Response, r *http.Request, res fetch.Result)
 	}
 	h["Etag"] = e.ETagValue()
 	h["Vary"] = varyAE
-	now := s.now()
 	switch res.Outcome {
 	case fetch.Hit:
 		age, cs := e.HitHeaders(now)

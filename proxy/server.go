@@ -43,8 +43,6 @@ type Config struct {
 	// line per request.
 	Logger    *slog.Logger
 	AccessLog slog.Handler
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
 }
 
 // Server is kproxy's HTTP handler. It is safe for concurrent use.
@@ -59,7 +57,6 @@ type Server struct {
 	m        *metrics.Metrics
 	log      *slog.Logger
 	access   slog.Handler
-	now      func() time.Time
 	rp       *httputil.ReverseProxy
 	hot      map[*route.Route]*hotMetrics
 	draining atomic.Bool
@@ -81,13 +78,9 @@ func New(cfg Config) (*Server, error) {
 		m:      cfg.Metrics,
 		log:    cfg.Logger,
 		access: cfg.AccessLog,
-		now:    cfg.Now,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
-	}
-	if s.now == nil {
-		s.now = time.Now
 	}
 	s.rp = s.newReverseProxy()
 	s.hot = s.newHotMetrics()

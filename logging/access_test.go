@@ -1,0 +1,71 @@
+package logging
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+func TestAccessHandlerWritesValidJSONLikeSlog(t *testing.T) {
+	var got, want bytes.Buffer
+	at := time.Date(2026, 11, 27, 18, 0, 0, 123456789, time.UTC)
+	attrs := []slog.Attr{
+		slog.String("method", "GET"),
+		slog.String("route", "/trade-api/v2/markets/{ticker}"),
+		slog.Int("status", 200),
+		slog.Float64("duration_ms", 0.042),
+		slog.Bool("ok", true),
+		slog.String("path", "/trade-api/v2/markets/\"odd\"\\\n\x01é\xff"),
+	}
+	for _, h := range []slog.Handler{NewAccessHandler(&got), slog.NewJSONHandler(&want, nil)} {
+		r := slog.NewRecord(at, slog.LevelInfo, "request", 0)
+		r.AddAttrs(attrs...)
+		if err := h.Handle(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var g, w map[string]any
+	if err := json.Unmarshal(got.Bytes(), &g); err != nil {
+		t.Fatalf("access line %q is not JSON: %v", got.String(), err)
+	}
+	json.Unmarshal(want.Bytes(), &w)
+	for k, wv := range w {
+		if gv := g[k]; gv != wv {
+			t.Errorf("field %s = %v, want %v (as slog.JSONHandler writes it)", k, gv, wv)
+		}
+	}
+	if len(g) != len(w) {
+		t.Errorf("got %d fields, want %d:\n got %s\nwant %s", len(g), len(w), got.String(), want.String())
+	}
+}
+
+func BenchmarkAccessHandler(b *testing.B) {
+	h := NewAccessHandler(discard{})
+	b.ReportAllocs()
+	for b.Loop() {
+		r := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
+		r.AddAttrs(slog.String("method", "GET"), slog.String("route", "/trade-api/v2/series/{series_ticker}"),
+			slog.Int("status", 200), slog.String("cache", "HIT"), slog.Float64("duration_ms", 0.021),
+			slog.Int("upstream_attempts", 0), slog.String("path", "/trade-api/v2/series/KXEARNINGSMENTIONMETA"))
+		h.Handle(context.Background(), r)
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func BenchmarkSlogJSONHandler(b *testing.B) {
+	h := slog.NewJSONHandler(discard{}, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		r := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
+		r.AddAttrs(slog.String("method", "GET"), slog.String("route", "/trade-api/v2/series/{series_ticker}"),
+			slog.Int("status", 200), slog.String("cache", "HIT"), slog.Float64("duration_ms", 0.021),
+			slog.Int("upstream_attempts", 0), slog.String("path", "/trade-api/v2/series/KXEARNINGSMENTIONMETA"))
+		h.Handle(context.Background(), r)
+	}
+}
