@@ -49,7 +49,7 @@ type setup struct {
 	wrap func(http.Handler) http.Handler
 }
 
-func start(t *testing.T, s setup) *env {
+func start(t testing.TB, s setup) *env {
 	t.Helper()
 	fake := kalshitest.New()
 	up := httptest.NewServer(fake)

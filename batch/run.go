@@ -130,9 +130,14 @@ func writeJSON(w http.ResponseWriter, v any) error {
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
+	// A write error means the client is gone: nobody to tell.
+	if raw, ok := v.(rawAnswer); ok {
+		w.Write(raw)
+		return nil
+	}
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	enc.Encode(v) // a write error means the client is gone: nobody to tell
+	enc.Encode(v)
 	return nil
 }
 

@@ -1,16 +1,21 @@
 package batch
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/kproxy/kproxy/cache"
 	"github.com/kproxy/kproxy/client"
 	"github.com/kproxy/kproxy/fetch"
 	"github.com/kproxy/kproxy/route"
@@ -144,7 +149,7 @@ func typedPlan(tickers []string, run func(context.Context, string) client.Respon
 // 404: GET /markets answers an unknown series_ticker with an empty list.
 // A page that fails fails the series: no partial listing is returned.
 func (h *Handler) seriesMarkets(ctx context.Context, cl *call, t string, q marketsQuery) client.Response {
-	markets := []json.RawMessage{}
+	var markets []byte // the elements of every page, comma-separated
 	cursor, cache := "", "HIT"
 	for range h.maxPages {
 		v := url.Values{"series_ticker": {t}, "limit": {strconv.Itoa(q.limit)}}
@@ -154,20 +159,22 @@ func (h *Handler) seriesMarkets(ctx context.Context, cl *call, t string, q marke
 		if cursor != "" {
 			v.Set("cursor", cursor)
 		}
-		r, body := h.getTyped(ctx, cl, route.Prefix+"markets?"+v.Encode())
+		r, e := h.getTyped(ctx, cl, route.Prefix+"markets?"+v.Encode())
 		if !r.OK() {
 			return r
 		}
 		cache = worse(cache, r.Cache)
-		var page struct {
-			Markets []json.RawMessage `json:"markets"`
-			Cursor  string            `json:"cursor"`
+		page := e.Derive("markets-page", parseMarketsPage).(*marketsPage)
+		if page.err != nil {
+			return badAnswer(cache, fmt.Errorf("markets page: %w", page.err))
 		}
-		if err := json.Unmarshal(body, &page); err != nil {
-			return badAnswer(cache, fmt.Errorf("markets page: %w", err))
+		if items := page.items(e.Body); len(items) > 0 {
+			if len(markets) > 0 {
+				markets = append(markets, ',')
+			}
+			markets = append(markets, items...)
 		}
-		markets = append(markets, page.Markets...)
-		cursor = page.Cursor
+		cursor = page.cursor
 		if cursor == "" || !q.allPages {
 			break
 		}
@@ -177,12 +184,94 @@ func (h *Handler) seriesMarkets(ctx context.Context, cl *call, t string, q marke
 			return r
 		}
 	}
-	body, err := json.Marshal(markets)
-	if err != nil {
-		return badAnswer(cache, err)
-	}
+	body := make([]byte, 0, len(markets)+2)
+	body = append(append(append(body, '['), markets...), ']')
 	return client.Response{Status: http.StatusOK, Cache: cache, Body: body, NextCursor: cursor}
 }
+
+// marketsPage is what a batch needs of one GET /markets answer, parsed once
+// per cache entry: where the elements of its "markets" array sit in the
+// body (or a compact copy when the upstream wrote them over several lines)
+// and the cursor.
+type marketsPage struct {
+	start, end int    // body[start:end] are the array's elements
+	compact    []byte // the elements, compacted, when set
+	cursor     string
+	err        error
+}
+
+func (p *marketsPage) items(body []byte) []byte {
+	if p.compact != nil {
+		return p.compact
+	}
+	return body[p.start:p.end]
+}
+
+// parseMarketsPage reads a GET /markets answer once, fully validating it.
+func parseMarketsPage(body []byte) any {
+	p := &marketsPage{}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		p.err = errors.New("not a JSON object")
+		return p
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			p.err = err
+			return p
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			p.err = err
+			return p
+		}
+		switch tok {
+		case "markets":
+			end := int(dec.InputOffset())
+			p.start, p.end, p.err = arrayElements(body, end-len(raw), end)
+			if p.err != nil {
+				return p
+			}
+			if bytes.ContainsAny(body[p.start:p.end], "\n\r\t") {
+				var buf bytes.Buffer
+				json.Compact(&buf, body[p.start:p.end])
+				p.compact = buf.Bytes()
+			}
+		case "cursor":
+			if err := json.Unmarshal(raw, &p.cursor); err != nil {
+				p.err = errors.New("cursor is not a string")
+				return p
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		p.err = err
+	}
+	return p
+}
+
+// arrayElements returns the bounds of the elements of the JSON array (or
+// null) at body[start:end], without the brackets and surrounding space.
+func arrayElements(body []byte, start, end int) (int, int, error) {
+	v := body[start:end]
+	if string(v) == "null" {
+		return start, start, nil
+	}
+	if len(v) < 2 || v[0] != '[' || v[len(v)-1] != ']' {
+		return 0, 0, errors.New("markets is not an array")
+	}
+	start, end = start+1, end-1
+	for start < end && isSpace(body[start]) {
+		start++
+	}
+	for end > start && isSpace(body[end-1]) {
+		end--
+	}
+	return start, end, nil
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // seriesExists asks GET /series/{t} whether series t exists. Only a 404
 // says no (with the answer to give); any other outcome, including a
@@ -201,10 +290,11 @@ func (h *Handler) seriesExists(ctx context.Context, cl *call, t string) (client.
 
 // event fetches event t: body {"event": {...}, "markets": [...]}.
 func (h *Handler) event(ctx context.Context, cl *call, t string, nested bool) client.Response {
-	r, body := h.getTyped(ctx, cl, route.Prefix+"events/"+t+"?with_nested_markets="+strconv.FormatBool(nested))
+	r, e := h.getTyped(ctx, cl, route.Prefix+"events/"+t+"?with_nested_markets="+strconv.FormatBool(nested))
 	if !r.OK() {
 		return r
 	}
+	body := e.Body
 	var ev struct {
 		Event   json.RawMessage `json:"event"`
 		Markets json.RawMessage `json:"markets"`
@@ -225,10 +315,11 @@ func (h *Handler) event(ctx context.Context, cl *call, t string, nested bool) cl
 
 // series fetches series t: body is the "series" object of the answer.
 func (h *Handler) series(ctx context.Context, cl *call, t string) client.Response {
-	r, body := h.getTyped(ctx, cl, route.Prefix+"series/"+t)
+	r, e := h.getTyped(ctx, cl, route.Prefix+"series/"+t)
 	if !r.OK() {
 		return r
 	}
+	body := e.Body
 	var s struct {
 		Series json.RawMessage `json:"series"`
 	}
@@ -240,9 +331,9 @@ func (h *Handler) series(ctx context.Context, cl *call, t string) client.Respons
 }
 
 // getTyped fetches one path of a typed batch. On a 2xx answer it returns
-// the upstream body to parse; otherwise the item's error answer, whose
-// body is dropped (a typed error is reported as {status, error}).
-func (h *Handler) getTyped(ctx context.Context, cl *call, path string) (client.Response, []byte) {
+// the upstream entry to read; otherwise the item's error answer, whose body
+// is dropped (a typed error is reported as {status, error}).
+func (h *Handler) getTyped(ctx context.Context, cl *call, path string) (client.Response, *cache.Entry) {
 	t, ierr := h.resolve(path)
 	if ierr != nil {
 		// Tickers are checked, so only a route left out of cache.routes
@@ -250,12 +341,12 @@ func (h *Handler) getTyped(ctx context.Context, cl *call, path string) (client.R
 		return ierr.response(), nil
 	}
 	res := h.get(ctx, cl, t)
+	if res.Outcome != fetch.Failed && res.Entry.Status/100 == 2 {
+		return client.Response{Status: res.Entry.Status, Cache: res.Outcome.XCache()}, res.Entry
+	}
 	r := response(res)
 	r.Body = nil
-	if !r.OK() {
-		return r, nil
-	}
-	return r, res.Entry.Body
+	return r, nil
 }
 
 // badAnswer is the answer for an upstream 2xx whose body is not what the
@@ -277,25 +368,6 @@ func worse(a, b string) string {
 	return "HIT"
 }
 
-// Answers of the typed batches. Their shapes are those of
-// client.MarketsResponse, EventsResponse and SeriesResponse, with bodies
-// kept raw.
-type (
-	marketsAnswer struct {
-		MarketsBySeries map[string]json.RawMessage  `json:"markets_by_series"`
-		Errors          map[string]client.ItemError `json:"errors"`
-		Truncated       map[string]string           `json:"truncated,omitempty"`
-	}
-	eventsAnswer struct {
-		Events map[string]json.RawMessage  `json:"events"`
-		Errors map[string]client.ItemError `json:"errors"`
-	}
-	seriesAnswer struct {
-		Series map[string]json.RawMessage  `json:"series"`
-		Errors map[string]client.ItemError `json:"errors"`
-	}
-)
-
 // split sorts typed answers into results and errors by ticker.
 func split(rs []client.Response) (ok map[string]json.RawMessage, failed map[string]client.ItemError) {
 	ok, failed = map[string]json.RawMessage{}, map[string]client.ItemError{}
@@ -310,27 +382,76 @@ func split(rs []client.Response) (ok map[string]json.RawMessage, failed map[stri
 }
 
 func foldMarkets(rs []client.Response) any {
-	a := marketsAnswer{}
-	a.MarketsBySeries, a.Errors = split(rs)
+	ok, failed := split(rs)
+	fields := []field{{"markets_by_series", ok}, {"errors", failed}}
+	truncated := map[string]string{}
 	for _, r := range rs {
 		if r.OK() && r.NextCursor != "" {
-			if a.Truncated == nil {
-				a.Truncated = map[string]string{}
-			}
-			a.Truncated[r.ID] = r.NextCursor
+			truncated[r.ID] = r.NextCursor
 		}
 	}
-	return a
+	if len(truncated) > 0 {
+		fields = append(fields, field{"truncated", truncated})
+	}
+	return encodeAnswer(fields...)
 }
 
 func foldEvents(rs []client.Response) any {
-	a := eventsAnswer{}
-	a.Events, a.Errors = split(rs)
-	return a
+	ok, failed := split(rs)
+	return encodeAnswer(field{"events", ok}, field{"errors", failed})
 }
 
 func foldSeries(rs []client.Response) any {
-	a := seriesAnswer{}
-	a.Series, a.Errors = split(rs)
-	return a
+	ok, failed := split(rs)
+	return encodeAnswer(field{"series", ok}, field{"errors", failed})
+}
+
+// rawAnswer is a JSON document already encoded; writeJSON sends it as is.
+type rawAnswer []byte
+
+// field is one member of a typed batch answer.
+type field struct {
+	name  string
+	value any
+}
+
+// encodeAnswer writes a typed batch answer. The per-ticker bodies
+// (map[string]json.RawMessage) are upstream JSON that kproxy has already
+// parsed: they are written as they are, not re-encoded, so a warm batch
+// costs no JSON work on the markets themselves. Keys are sorted, as
+// encoding/json sorts map keys.
+func encodeAnswer(fields ...field) rawAnswer {
+	size := 64
+	for _, f := range fields {
+		if raw, ok := f.value.(map[string]json.RawMessage); ok {
+			for k, v := range raw {
+				size += len(k) + len(v) + 8
+			}
+		}
+	}
+	b := make([]byte, 1, size)
+	b[0] = '{'
+	for i, f := range fields {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, f.name)
+		b = append(b, ':')
+		raw, ok := f.value.(map[string]json.RawMessage)
+		if !ok {
+			v, _ := json.Marshal(f.value)
+			b = append(b, v...)
+			continue
+		}
+		b = append(b, '{')
+		for j, k := range slices.Sorted(maps.Keys(raw)) {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			kq, _ := json.Marshal(k)
+			b = append(append(append(b, kq...), ':'), raw[k]...)
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}', '\n')
 }

@@ -47,7 +47,8 @@ type Entry struct {
 	lenIdentity []string
 	lenGzip     []string
 
-	stamp atomic.Pointer[stamp]
+	stamp   atomic.Pointer[stamp]
+	derived atomic.Pointer[derived]
 }
 
 // Freshness windows, relative to the fetch time.
@@ -186,4 +187,25 @@ func storedHeader(h http.Header) http.Header {
 		out[k] = append([]string(nil), vs...)
 	}
 	return out
+}
+
+// derived is a value computed once from an entry's body.
+type derived struct {
+	kind string
+	v    any
+}
+
+// Derive returns compute(e.Body), computed once per entry and kind: a warm
+// batch reads the parse of a page it already made instead of parsing it
+// again. compute must be pure, and its result must not retain more than a
+// small summary of the body (offsets, short strings): derived values are not
+// counted in the store's bytes. Safe for concurrent use; two callers racing
+// on the first call may both compute.
+func (e *Entry) Derive(kind string, compute func(body []byte) any) any {
+	if d := e.derived.Load(); d != nil && d.kind == kind {
+		return d.v
+	}
+	v := compute(e.Body)
+	e.derived.Store(&derived{kind: kind, v: v})
+	return v
 }
