@@ -44,8 +44,10 @@ type Config struct {
 	OpenTimeout time.Duration
 	// HalfOpenRequests is how many probes run while half-open; 0 means 1.
 	HalfOpenRequests uint32
-	// OnStateChange, if set, is called (synchronously, under no lock of
-	// ours) on every transition.
+	// OnStateChange, if set, is called synchronously on every transition.
+	// It runs under gobreaker's lock, so it must not call back into the
+	// Breaker. A transition from open to half-open happens lazily, on the
+	// first Allow or State after OpenTimeout.
 	OnStateChange func(from, to State)
 }
 

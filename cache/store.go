@@ -45,6 +45,12 @@ type Config struct {
 type Memory struct {
 	c *ristretto.Cache[string, *Entry]
 
+	// life keeps writes away from a closed ristretto cache (which panics
+	// or blocks on them): Set and Purge hold it shared, Close exclusively.
+	// A shared fetch may still finish after shutdown has closed the store.
+	life   sync.RWMutex
+	closed bool
+
 	mu        sync.Mutex
 	index     map[string]*Entry
 	bytes     int64
@@ -103,6 +109,11 @@ func (m *Memory) Set(e *Entry, retention time.Duration) {
 	if retention <= 0 {
 		return
 	}
+	m.life.RLock()
+	defer m.life.RUnlock()
+	if m.closed {
+		return
+	}
 	cost := e.Size()
 	m.mu.Lock()
 	if prev := m.index[e.Key]; prev != nil {
@@ -135,6 +146,11 @@ func (m *Memory) forget(e *Entry) {
 
 // Purge removes the entries whose keys start with prefix.
 func (m *Memory) Purge(prefix string) int {
+	m.life.RLock()
+	defer m.life.RUnlock()
+	if m.closed {
+		return 0
+	}
 	m.mu.Lock()
 	var keys []string
 	for k := range m.index {
@@ -157,5 +173,11 @@ func (m *Memory) Stats() Stats {
 	return Stats{Items: len(m.index), Bytes: m.bytes, Evictions: m.evictions}
 }
 
-// Close stops the store's background work.
-func (m *Memory) Close() { m.c.Close() }
+// Close stops the store's background work. Later writes are dropped;
+// closing again does nothing.
+func (m *Memory) Close() {
+	m.life.Lock()
+	defer m.life.Unlock()
+	m.closed = true
+	m.c.Close()
+}

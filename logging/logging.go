@@ -32,6 +32,7 @@ type Buffered struct {
 	w    *bufio.Writer
 	stop chan struct{}
 	done chan struct{}
+	once sync.Once
 }
 
 // NewBuffered starts a Buffered writer over w.
@@ -68,9 +69,10 @@ func (b *Buffered) Flush() error {
 	return b.w.Flush()
 }
 
-// Close flushes and stops the background flusher.
+// Close flushes and stops the background flusher. Closing again does
+// nothing.
 func (b *Buffered) Close() error {
-	close(b.stop)
+	b.once.Do(func() { close(b.stop) })
 	<-b.done
 	return nil
 }

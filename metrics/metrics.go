@@ -71,7 +71,7 @@ func New(stats CacheStats) *Metrics {
 			Name: "kproxy_ratelimit_wait_seconds", Help: "Time upstream calls waited for a rate-limit token.", Buckets: fast,
 		}),
 		UpstreamRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kproxy_upstream_retries_total", Help: "Upstream retries, by reason (429, 502, 503, 504, connection, timeout).",
+			Name: "kproxy_upstream_retries_total", Help: "Upstream retries, by reason (429, 502, 503, 504, connection).",
 		}, []string{"reason"}),
 		BatchItems: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_batch_items_total", Help: "Batch items answered, by status code.",

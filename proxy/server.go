@@ -90,6 +90,8 @@ func New(cfg Config) (*Server, error) {
 	e.HTTPErrorHandler = s.handleError
 	e.Use(s.recoverJSON)
 	e.Any(route.Prefix+"*", s.handleAPI)
+	// Everything else is a JSON 404, logged and counted like any answer.
+	e.RouteNotFound("/*", s.observed("other", func(echo.Context) error { return echo.ErrNotFound }))
 	s.Handle(http.MethodGet, "/healthz", s.handleHealth)
 	s.Handle(http.MethodGet, "/readyz", s.handleReady)
 	if s.m != nil {

@@ -43,8 +43,8 @@ type Config struct {
 	Metrics *metrics.Metrics
 	// Transport overrides the tuned default transport (tests).
 	Transport http.RoundTripper
-	// RetryBase and RetryCap shape the backoff: attempt n waits a random
-	// time in [0, min(RetryCap, RetryBase*2^n)); 0 means 100ms and 2s.
+	// RetryBase and RetryCap shape the backoff: retry n+1 waits a random
+	// time in (0, min(RetryCap, RetryBase*2^n)]; 0 means 100ms and 2s.
 	RetryBase, RetryCap time.Duration
 	// MaxRetryAfter caps an upstream Retry-After that kproxy honours; a
 	// larger value is not obeyed (the answer is returned instead); 0 means 5s.
@@ -184,8 +184,11 @@ func (c *Client) Signs() bool { return c.signer != nil }
 
 // RoundTrip sends req upstream under the client's policy. req.URL must
 // already point at the upstream. GET and HEAD requests without a body are
-// retried; anything else is sent exactly once. Policy failures (rate limit,
-// open breaker, unreachable upstream, timeout) are returned as *Error.
+// retried on 429, 502, 503, 504 and connection errors (each
+// attempt waits for its own token and passes the breaker); anything else is
+// sent exactly once. An open breaker fails the request at once, without
+// spending a token. Policy failures (rate limit, open breaker, unreachable
+// upstream, timeout) are returned as *Error.
 func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	t := traceFrom(ctx)
@@ -196,22 +199,28 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		lim = c.read
 	}
 	for attempt := 0; ; attempt++ {
+		// An open breaker answers before the limiter: failing fast must
+		// neither wait for a token nor spend one.
+		if c.breaker != nil && c.breaker.State() == breaker.Open {
+			return nil, c.breakerOpen(breaker.ErrOpen)
+		}
 		if err := c.wait(ctx, lim); err != nil {
 			return nil, err
+		}
+		out := req
+		if t.ownKey && c.signer != nil {
+			out = req.Clone(ctx)
+			if err := c.signer.Sign(out); err != nil {
+				return nil, &Error{Status: http.StatusInternalServerError, Code: "signing_failed", Msg: "signing the upstream request failed", Err: err}
+			}
 		}
 		var done func(breaker.Outcome)
 		if c.breaker != nil {
 			d, err := c.breaker.Allow()
 			if err != nil {
-				return nil, &Error{Status: http.StatusServiceUnavailable, Code: "breaker_open",
-					Msg: "upstream " + c.origin.Host + " is failing; circuit breaker open", RetryAfter: c.breaker.RetryAfter(), Err: err}
+				return nil, c.breakerOpen(err)
 			}
 			done = d
-		}
-		out := req
-		if t.ownKey && c.signer != nil {
-			out = req.Clone(ctx)
-			c.signer.Sign(out)
 		}
 		if t.attempts != nil {
 			*t.attempts++
@@ -230,7 +239,7 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			err = c.wrap(ctx, err)
 		}
-		if !idempotent || attempt >= c.retries || gone {
+		if !idempotent || attempt >= c.retries || ctx.Err() != nil {
 			return resp, err
 		}
 		reason, retry := retryable(status, err)
@@ -241,11 +250,14 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		if resp != nil {
 			if ra, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
 				if ra > c.maxRA {
-					// An absurd Retry-After is not obeyed blindly: the
-					// answer goes back as is.
+					// An absurd Retry-After is not obeyed blindly:
+					// kproxy never waits longer than maxRA, so the
+					// answer goes back as is, at once.
 					return resp, nil
 				}
-				delay = ra
+				// Retry no sooner than the upstream asked, nor
+				// sooner than the backoff.
+				delay = max(delay, ra)
 			}
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < delay {
@@ -266,6 +278,11 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		case <-timer.C:
 		}
 	}
+}
+
+func (c *Client) breakerOpen(err error) *Error {
+	return &Error{Status: http.StatusServiceUnavailable, Code: "breaker_open",
+		Msg: "upstream " + c.origin.Host + " is failing; circuit breaker open", RetryAfter: c.breaker.RetryAfter(), Err: err}
 }
 
 // Get sends a GET for escapedPath?rawQuery with header and returns the
@@ -323,8 +340,13 @@ func (c *Client) observe(route string, status int, err error, d time.Duration) {
 	c.m.UpstreamDuration.WithLabelValues(route).Observe(d.Seconds())
 }
 
+// backoff is the full-jitter delay before retry number attempt+1: a random
+// duration in (0, min(cap, base*2^attempt)].
 func (c *Client) backoff(attempt int) time.Duration {
-	ceil := min(c.cap, c.base<<min(attempt, 20))
+	ceil := c.cap
+	if shift := min(attempt, 30); c.base <= c.cap>>shift {
+		ceil = c.base << shift
+	}
 	return time.Duration(rand.Int64N(int64(ceil)) + 1)
 }
 
@@ -333,8 +355,13 @@ func (c *Client) backoff(attempt int) time.Duration {
 func retryable(status int, err error) (string, bool) {
 	var e *Error
 	if err != nil {
-		if errors.As(err, &e) && e.Code == "upstream_unreachable" {
-			return "connection", true
+		if errors.As(err, &e) {
+			// A timeout is not retried: the upstream took the whole
+			// per-attempt budget, and the client (or the stale copy it
+			// could get instead) has waited long enough.
+			if e.Code == "upstream_unreachable" {
+				return "connection", true
+			}
 		}
 		return "", false
 	}
