@@ -185,9 +185,12 @@ func orRoot(k string) string {
 }
 
 // YAML renders the effective configuration, with the values that defaults
-// and the tier fill in written out.
+// and the tier fill in written out, and the admin token redacted.
 func (c *Config) YAML() string {
 	eff := *c
+	if eff.Admin.Token != "" {
+		eff.Admin.Token = "(redacted)" // a secret never goes to a terminal or a log
+	}
 	read, write := c.Upstream.Rates()
 	eff.Upstream.ReadRate, eff.Upstream.WriteRate = &read, &write
 	eff.Cache.Routes = make([]Route, len(c.Cache.Routes))
