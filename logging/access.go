@@ -90,6 +90,14 @@ func appendAttr(b []byte, a slog.Attr) []byte {
 	}
 }
 
+// plainJSON marks the bytes written into a JSON string as they are.
+var plainJSON = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // appendString appends s as a JSON string.
 func appendString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
@@ -97,7 +105,7 @@ func appendString(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+		if plainJSON[c] {
 			i++
 			continue
 		}

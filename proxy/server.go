@@ -88,10 +88,11 @@ func New(cfg Config) (*Server, error) {
 	e := s.e
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
-	e.Use(s.recoverJSON)
-	e.Any(route.Prefix+"*", s.handleAPI)
+	// Handlers are wrapped once, here, not with e.Use: Echo applies
+	// middleware anew on every request, a closure allocation per hit.
+	e.Any(route.Prefix+"*", s.recoverJSON(s.handleAPI))
 	// Everything else is a JSON 404, logged and counted like any answer.
-	e.RouteNotFound("/*", s.observed("other", func(echo.Context) error { return echo.ErrNotFound }))
+	e.RouteNotFound("/*", s.recoverJSON(s.observed("other", func(echo.Context) error { return echo.ErrNotFound })))
 	s.Handle(http.MethodGet, "/healthz", s.handleHealth)
 	s.Handle(http.MethodGet, "/readyz", s.handleReady)
 	if s.m != nil {
@@ -110,7 +111,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.e.ServeHT
 // Handle adds a route of kproxy's own (batch endpoints, for example), with
 // recovery, the access log and request metrics.
 func (s *Server) Handle(method, path string, h echo.HandlerFunc) {
-	s.e.Add(method, path, s.observed(path, h))
+	s.e.Add(method, path, s.recoverJSON(s.observed(path, h)))
 }
 
 // SetDraining makes /readyz answer 503 (shutdown has begun).

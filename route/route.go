@@ -203,39 +203,45 @@ func CheckPath(escaped, decoded string) error {
 	if len(escaped) > MaxPathLen {
 		return ErrTooLong
 	}
-	for i := 0; i+2 < len(escaped); i++ {
-		if escaped[i] == '%' && escaped[i+1] == '2' && (escaped[i+2] == 'f' || escaped[i+2] == 'F') {
+	for i := strings.IndexByte(escaped, '%'); i >= 0 && i+2 < len(escaped); {
+		switch escaped[i+1 : i+3] {
+		case "2f", "2F":
 			return ErrEncodedSlash
-		}
-		if escaped[i] == '%' && escaped[i+1] == '5' && (escaped[i+2] == 'c' || escaped[i+2] == 'C') {
+		case "5c", "5C":
 			return ErrBackslash
 		}
-	}
-	for i := 0; i < len(decoded); i++ {
-		switch c := decoded[i]; {
-		case c < 0x20 || c == 0x7f:
-			return ErrControl
-		case c == '\\':
-			return ErrBackslash
+		next := strings.IndexByte(escaped[i+1:], '%')
+		if next < 0 {
+			break
 		}
+		i += 1 + next
 	}
-	rest := decoded
-	if strings.HasPrefix(rest, "/") {
-		rest = rest[1:]
+	// One pass over the decoded path: bad bytes, and the segments between
+	// slashes.
+	segStart := 0
+	if strings.HasPrefix(decoded, "/") {
+		segStart = 1
 	}
-	for {
-		seg, tail, more := strings.Cut(rest, "/")
-		switch {
+	for i := segStart; i <= len(decoded); i++ {
+		if i < len(decoded) {
+			switch c := decoded[i]; {
+			case c < 0x20 || c == 0x7f:
+				return ErrControl
+			case c == '\\':
+				return ErrBackslash
+			case c != '/':
+				continue
+			}
+		}
+		switch seg := decoded[segStart:i]; {
 		case seg == "." || seg == "..":
 			return ErrDotSegment
-		case seg == "" && more:
+		case seg == "" && i < len(decoded):
 			return ErrEmptySegment
 		}
-		if !more {
-			return nil
-		}
-		rest = tail
+		segStart = i + 1
 	}
+	return nil
 }
 
 // Label is the metric and log label of a request path: the matched route's
