@@ -176,6 +176,17 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	return a, nil
 }
 
+// memoryHeadroom is what the process needs besides the cache: runtime,
+// buffers, bodies in flight.
+const memoryHeadroom = 48 << 20
+
+// MemoryLimit is the soft memory limit (runtime/debug.SetMemoryLimit) that
+// fits cfg: the cache bound plus headroom, so the garbage collector works
+// harder before the process outgrows what the operator planned for.
+func MemoryLimit(cfg *config.Config) int64 {
+	return int64(cfg.Cache.MaxBytes) + memoryHeadroom
+}
+
 // Serve serves on ln until ctx is done, then drains: readiness turns 503,
 // the listener closes, and in-flight requests get up to shutdown_timeout.
 func (a *App) Serve(ctx context.Context, ln net.Listener) error {

@@ -10,6 +10,7 @@ import (
 	"hash/fnv"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -56,6 +57,13 @@ type Windows struct {
 	TTL, StaleWhileRevalidate, StaleIfError time.Duration
 }
 
+// gzipWriters recycles compressors: a gzip.Writer at the best level holds
+// most of a megabyte of state, too much to allocate for every stored entry.
+var gzipWriters = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(nil, gzip.BestCompression)
+	return zw
+}}
+
 // minGzip is the smallest body worth compressing.
 const minGzip = 512
 
@@ -85,9 +93,12 @@ func NewEntry(key string, status int, header http.Header, body []byte, fetchedAt
 	}
 	if stored && len(body) >= minGzip {
 		var buf bytes.Buffer
-		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+		buf.Grow(len(body) / 4)
+		zw := gzipWriters.Get().(*gzip.Writer)
+		zw.Reset(&buf)
 		zw.Write(body)
 		zw.Close()
+		gzipWriters.Put(zw)
 		if buf.Len() < len(body) {
 			e.Gzip = bytes.Clone(buf.Bytes())
 		}

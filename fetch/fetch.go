@@ -383,7 +383,14 @@ func (f *Fetcher) get(ctx context.Context, escapedPath, rawQuery string, hdr htt
 		return 0, nil, nil, asError(err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, f.maxBody+1))
+	var body []byte
+	if n := resp.ContentLength; n >= 0 && n <= f.maxBody {
+		// Sized once from Content-Length: no growing, no copy to store it.
+		body = make([]byte, n)
+		_, err = io.ReadFull(resp.Body, body)
+	} else {
+		body, err = io.ReadAll(io.LimitReader(resp.Body, f.maxBody+1))
+	}
 	if err != nil {
 		return 0, nil, nil, &upstream.Error{Status: http.StatusBadGateway, Code: "upstream_read_failed", Msg: "reading the upstream answer failed", Err: err}
 	}

@@ -55,6 +55,44 @@ func (h *AccessHandler) Handle(_ context.Context, r slog.Record) error {
 	return err
 }
 
+// Request is one access-log line, as proxy writes it for every request.
+type Request struct {
+	Time                 time.Time
+	Method, Route, Cache string
+	Status, Attempts     int
+	Duration             time.Duration
+	Path                 string
+}
+
+// LogRequest writes r as one line, the same line Handle writes for a
+// "request" record with these attributes, without building a slog.Record.
+func (h *AccessHandler) LogRequest(r Request) {
+	bp := bufPool.Get().(*[]byte)
+	b := (*bp)[:0]
+	b = append(b, `{"time":"`...)
+	b = r.Time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","level":"INFO","msg":"request"`...)
+	b = append(b, h.attrs...)
+	b = append(b, `,"method":`...)
+	b = appendString(b, r.Method)
+	b = append(b, `,"route":`...)
+	b = appendString(b, r.Route)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(r.Status), 10)
+	b = append(b, `,"cache":`...)
+	b = appendString(b, r.Cache)
+	b = append(b, `,"duration_ms":`...)
+	b = strconv.AppendFloat(b, float64(r.Duration.Microseconds())/1000, 'f', -1, 64)
+	b = append(b, `,"upstream_attempts":`...)
+	b = strconv.AppendInt(b, int64(r.Attempts), 10)
+	b = append(b, `,"path":`...)
+	b = appendString(b, r.Path)
+	b = append(b, '}', '\n')
+	h.w.Write(b)
+	*bp = b
+	bufPool.Put(bp)
+}
+
 // WithAttrs returns a handler that adds attrs to every record.
 func (h *AccessHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	h2 := &AccessHandler{w: h.w, attrs: append([]byte(nil), h.attrs...)}

@@ -69,3 +69,22 @@ func BenchmarkSlogJSONHandler(b *testing.B) {
 		h.Handle(context.Background(), r)
 	}
 }
+
+func TestLogRequestMatchesHandle(t *testing.T) {
+	var typed, viaSlog bytes.Buffer
+	at := time.Date(2026, 11, 27, 18, 0, 0, 5, time.UTC)
+	r := Request{Time: at, Method: "GET", Route: "/trade-api/v2/markets/{ticker}", Status: 200, Cache: "HIT",
+		Duration: 1234567 * time.Nanosecond, Attempts: 1, Path: "/trade-api/v2/markets/KX\"1"}
+	NewAccessHandler(&typed).LogRequest(r)
+	rec := slog.NewRecord(at, slog.LevelInfo, "request", 0)
+	rec.AddAttrs(slog.String("method", r.Method), slog.String("route", r.Route), slog.Int("status", r.Status),
+		slog.String("cache", r.Cache), slog.Float64("duration_ms", 1.234), slog.Int("upstream_attempts", r.Attempts),
+		slog.String("path", r.Path))
+	NewAccessHandler(&viaSlog).Handle(context.Background(), rec)
+	if typed.String() != viaSlog.String() {
+		t.Errorf("LogRequest wrote\n%s\nHandle wrote\n%s", typed.String(), viaSlog.String())
+	}
+	if !json.Valid(typed.Bytes()) {
+		t.Errorf("not JSON: %s", typed.String())
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kproxy/kproxy/fetch"
 	"github.com/kproxy/kproxy/httperr"
+	"github.com/kproxy/kproxy/logging"
 	"github.com/kproxy/kproxy/route"
 	"github.com/kproxy/kproxy/upstream"
 )
@@ -276,6 +277,12 @@ func (s *Server) hotFor(rt *route.Route) *hotMetrics {
 	return s.hot[rt]
 }
 
+// requestLogger is an access log that writes a request line without a
+// slog.Record (logging.AccessHandler): the access log runs on every hit.
+type requestLogger interface {
+	LogRequest(logging.Request)
+}
+
 // observe records one finished request in the metrics and the access log.
 // It never logs headers, so credentials never reach the log.
 func (s *Server) observe(c echo.Context, info *reqInfo, start time.Time) {
@@ -293,7 +300,12 @@ func (s *Server) observe(c echo.Context, info *reqInfo, start time.Time) {
 			s.m.RequestDuration.WithLabelValues(info.route, info.cache).Observe(d.Seconds())
 		}
 	}
-	if s.access != nil {
+	if s.requests != nil {
+		s.requests.LogRequest(logging.Request{
+			Time: start.Add(d), Method: r.Method, Route: info.route, Status: info.status,
+			Cache: info.cache, Duration: d, Attempts: info.attempts, Path: r.URL.Path,
+		})
+	} else if s.access != nil {
 		// A record built here with no caller PC: slog.Logger would walk
 		// the stack for one on every request.
 		rec := slog.NewRecord(start.Add(d), slog.LevelInfo, "request", 0)

@@ -57,6 +57,7 @@ type Server struct {
 	m        *metrics.Metrics
 	log      *slog.Logger
 	access   slog.Handler
+	requests requestLogger // access, when it has the fast path
 	rp       *httputil.ReverseProxy
 	hot      map[*route.Route]*hotMetrics
 	draining atomic.Bool
@@ -82,6 +83,7 @@ func New(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.requests, _ = s.access.(requestLogger)
 	s.rp = s.newReverseProxy()
 	s.hot = s.newHotMetrics()
 

@@ -19,10 +19,6 @@ import (
 	"github.com/kproxy/kproxy/config"
 )
 
-// memoryHeadroom is what the process needs besides the cache: runtime,
-// buffers, bodies in flight.
-const memoryHeadroom = 48 << 20
-
 // version is stamped at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
@@ -63,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// A soft memory limit sized from the cache bound: the garbage
 		// collector works harder before the process outgrows what the
 		// operator planned for (cache.max_bytes plus headroom).
-		debug.SetMemoryLimit(int64(cfg.Cache.MaxBytes) + memoryHeadroom)
+		debug.SetMemoryLimit(app.MemoryLimit(cfg))
 	}
 	a, err := app.New(cfg, app.Options{LogOutput: stderr})
 	if err != nil {

@@ -26,10 +26,6 @@ import (
 	"github.com/kproxy/kproxy/config"
 )
 
-// memoryHeadroom mirrors cmd/kproxy's: the soft memory limit is
-// cache.max_bytes plus this.
-const memoryHeadroom = 48 << 20
-
 func main() {
 	src := &config.Sources{}
 	flag.StringVar(&src.File, "config", "", "config file")
@@ -47,8 +43,8 @@ func main() {
 		log.Fatal("kproxyprof: ", err)
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
-		// As cmd/kproxy does (its memoryHeadroom): keep the two in step.
-		debug.SetMemoryLimit(int64(cfg.Cache.MaxBytes) + memoryHeadroom)
+		// As cmd/kproxy does.
+		debug.SetMemoryLimit(app.MemoryLimit(cfg))
 	}
 	a, err := app.New(cfg, app.Options{LogOutput: os.Stderr})
 	if err != nil {
