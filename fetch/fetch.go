@@ -62,10 +62,7 @@ type Fetcher struct {
 	now     func() time.Time
 	auto    *autoBatcher
 	bg      sync.WaitGroup
-	// refreshing holds the keys with a background refresh scheduled.
-	refreshing sync.Map
-
-	mu sync.Mutex
+	mu      sync.Mutex
 	// inflight counts the upstream fetches under way per key.
 	inflight map[string]int
 }
@@ -76,14 +73,15 @@ func New(cfg Config) (*Fetcher, error) {
 		return nil, errors.New("fetch: store and upstream are required")
 	}
 	f := &Fetcher{
-		store:   cfg.Store,
-		up:      cfg.Upstream,
-		timeout: cfg.Timeout,
-		negTTL:  cfg.NegativeTTL,
-		maxBody: cfg.MaxBody,
-		m:       cfg.Metrics,
-		log:     cfg.Logger,
-		now:     cfg.Now,
+		store:    cfg.Store,
+		up:       cfg.Upstream,
+		timeout:  cfg.Timeout,
+		negTTL:   cfg.NegativeTTL,
+		maxBody:  cfg.MaxBody,
+		m:        cfg.Metrics,
+		log:      cfg.Logger,
+		now:      cfg.Now,
+		inflight: map[string]int{},
 	}
 	if f.timeout <= 0 {
 		f.timeout = 30 * time.Second
@@ -255,7 +253,6 @@ func (f *Fetcher) miss(ctx context.Context, req Request, cached *cache.Entry, ok
 	case fl.err != nil || fl.entry.Status >= 500 || fl.entry.Status == http.StatusTooManyRequests:
 		if ok && cached.ServableOnError(f.now()) {
 			res.Entry, res.Outcome = cached, StaleOnError
-			res.FwdStatus = http.StatusBadGateway
 			if fl.err != nil {
 				res.FwdStatus = fl.err.Status
 			} else {
@@ -282,10 +279,11 @@ func (f *Fetcher) miss(ctx context.Context, req Request, cached *cache.Entry, ok
 	return res
 }
 
-// refresh starts one background refresh of req's key unless one runs. A
-// burst of stale hits on one key starts one goroutine, not one per hit.
+// refresh starts one background refresh of req's key unless a fetch of it
+// is under way: a burst of stale hits on one key starts one goroutine, not
+// one per hit (the few that race past the check join its flight).
 func (f *Fetcher) refresh(req *Request) {
-	if _, running := f.refreshing.LoadOrStore(req.Key, struct{}{}); running {
+	if f.fetching(req.Key) {
 		return
 	}
 	hdr := outgoingHeader(req.Header, req.ClientIP)
@@ -293,7 +291,6 @@ func (f *Fetcher) refresh(req *Request) {
 	f.bg.Add(1)
 	go func() {
 		defer f.bg.Done()
-		defer f.refreshing.Delete(r.Key)
 		ch := f.group.DoChan(r.Key, func() (any, error) {
 			// Check the cache again: a refresh that finished after this
 			// request saw the stale entry must not be repeated.
@@ -307,9 +304,6 @@ func (f *Fetcher) refresh(req *Request) {
 func (f *Fetcher) mark(key string, delta int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.inflight == nil {
-		f.inflight = map[string]int{}
-	}
 	if n := f.inflight[key] + delta; n > 0 {
 		f.inflight[key] = n
 	} else {
