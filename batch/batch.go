@@ -114,14 +114,14 @@ func (h *Handler) Register(add func(method, path string, h echo.HandlerFunc)) {
 
 // call is what every item fetch of one batch request carries from it.
 type call struct {
-	header   http.Header
-	clientIP string
-	noCache  bool
+	header     http.Header
+	remoteAddr string
+	noCache    bool
 }
 
 // newCall takes from the batch request what its items' fetches need.
 func newCall(r *http.Request) *call {
-	return &call{header: itemHeader(r.Header), clientIP: fetch.ClientIP(r), noCache: fetch.NoCache(r.Header)}
+	return &call{header: itemHeader(r.Header), remoteAddr: r.RemoteAddr, noCache: fetch.NoCache(r.Header)}
 }
 
 // notForwarded are batch request headers its items' fetches never carry:
@@ -160,7 +160,7 @@ func (h *Handler) get(ctx context.Context, c *call, t target) fetch.Result {
 		RawQuery:    t.rawQuery,
 		Header:      c.header,
 		NoCache:     c.noCache,
-		ClientIP:    c.clientIP,
+		RemoteAddr:  c.remoteAddr,
 	})
 }
 

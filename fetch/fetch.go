@@ -115,9 +115,10 @@ type Request struct {
 	Header http.Header
 	// NoCache forces a fresh upstream fetch (still coalesced).
 	NoCache bool
-	// ClientIP is appended to X-Forwarded-For on a fetch this request
-	// starts; empty means none.
-	ClientIP string
+	// RemoteAddr is the client's address (http.Request.RemoteAddr); its
+	// host is appended to X-Forwarded-For on a fetch this request starts
+	// (worked out then, not on a hit). Empty means none.
+	RemoteAddr string
 	// Now is when the request arrived; zero means the Fetcher's clock.
 	Now time.Time
 }
@@ -224,7 +225,7 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 // miss waits for (or starts) the shared fetch of req's key. req is a copy:
 // the fetch may outlive the caller.
 func (f *Fetcher) miss(ctx context.Context, req Request, cached *cache.Entry, ok bool, fwd string) Result {
-	hdr := outgoingHeader(req.Header, req.ClientIP)
+	hdr := outgoingHeader(req.Header, req.RemoteAddr)
 	led := false
 	ch := f.group.DoChan(req.Key, func() (any, error) {
 		led = true
@@ -286,7 +287,7 @@ func (f *Fetcher) refresh(req *Request) {
 	if f.fetching(req.Key) {
 		return
 	}
-	hdr := outgoingHeader(req.Header, req.ClientIP)
+	hdr := outgoingHeader(req.Header, req.RemoteAddr)
 	r := *req
 	f.bg.Add(1)
 	go func() {
@@ -447,14 +448,15 @@ var dropped = map[string]bool{
 
 // outgoingHeader is the header a shared fetch sends: the client's
 // end-to-end headers, credentials byte for byte.
-func outgoingHeader(in http.Header, clientIP string) http.Header {
+func outgoingHeader(in http.Header, remoteAddr string) http.Header {
 	out := make(http.Header, len(in)+1)
 	for k, vs := range in {
 		if !dropped[k] {
 			out[k] = append([]string(nil), vs...)
 		}
 	}
-	if clientIP != "" {
+	if remoteAddr != "" {
+		clientIP := hostOf(remoteAddr)
 		if prior := out["X-Forwarded-For"]; len(prior) > 0 {
 			clientIP = strings.Join(prior, ", ") + ", " + clientIP
 		}
@@ -477,10 +479,12 @@ func NoCache(h http.Header) bool {
 }
 
 // ClientIP is the address of a request's peer, as X-Forwarded-For records it.
-func ClientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+func ClientIP(r *http.Request) string { return hostOf(r.RemoteAddr) }
+
+func hostOf(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return r.RemoteAddr
+		return addr
 	}
 	return host
 }

@@ -69,7 +69,7 @@ func (s *Server) handleAPI(c echo.Context) error {
 		Header:      r.Header,
 		Now:         start,
 		NoCache:     fetch.NoCache(r.Header),
-		ClientIP:    fetch.ClientIP(r),
+		RemoteAddr:  r.RemoteAddr,
 	})
 	info.attempts = res.Attempts
 	info.cache = res.Outcome.XCache()
