@@ -71,7 +71,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: upstream.url: %w", err)
 	}
-	routes, err := route.NewTable(cfg.Cache.Specs())
+	routes, err := route.NewTable(cfg.Cache.Specs(cfg.Compat.LegacyFields))
 	if err != nil {
 		return nil, fmt.Errorf("config: cache.routes: %w", err)
 	}

@@ -3,6 +3,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +21,12 @@ type Store interface {
 	// Purge removes every entry whose key starts with prefix and reports
 	// how many it removed.
 	Purge(prefix string) int
+	// Delete removes the entry stored under exactly key and reports
+	// whether there was one.
+	Delete(key string) bool
+	// List returns up to limit entries whose keys start with prefix, in key
+	// order, and how many match in all.
+	List(prefix string, limit int) ([]*Entry, int)
 	Stats() Stats
 }
 
@@ -164,6 +171,43 @@ func (m *Memory) Purge(prefix string) int {
 	}
 	m.c.Wait()
 	return len(keys)
+}
+
+// Delete removes the entry under key.
+func (m *Memory) Delete(key string) bool {
+	m.life.RLock()
+	defer m.life.RUnlock()
+	if m.closed {
+		return false
+	}
+	m.mu.Lock()
+	_, ok := m.index[key]
+	m.mu.Unlock()
+	if !ok {
+		return false
+	}
+	m.c.Del(key)
+	m.c.Wait()
+	return true
+}
+
+// List returns up to limit entries under prefix, in key order, and the
+// number that match.
+func (m *Memory) List(prefix string, limit int) ([]*Entry, int) {
+	m.mu.Lock()
+	var all []*Entry
+	for k, e := range m.index {
+		if strings.HasPrefix(k, prefix) {
+			all = append(all, e)
+		}
+	}
+	m.mu.Unlock()
+	slices.SortFunc(all, func(a, b *Entry) int { return strings.Compare(a.Key, b.Key) })
+	total := len(all)
+	if limit >= 0 && len(all) > limit {
+		all = all[:limit]
+	}
+	return all, total
 }
 
 // Stats reports the entries and bytes held.

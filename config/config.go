@@ -18,13 +18,19 @@ import (
 type Config struct {
 	Listen          string   `yaml:"listen"`
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
-	Log             Log      `yaml:"log"`
-	Upstream        Upstream `yaml:"upstream"`
-	Breaker         Breaker  `yaml:"breaker"`
-	Cache           Cache    `yaml:"cache"`
-	Batch           Batch    `yaml:"batch"`
-	Admin           Admin    `yaml:"admin"`
-	Redis           Redis    `yaml:"redis"`
+	// DrainDelay is how long readiness answers 503 while kproxy still
+	// serves, after SIGTERM and before the listener closes; 0: none.
+	DrainDelay Duration `yaml:"drain_delay"`
+	Log        Log      `yaml:"log"`
+	Upstream   Upstream `yaml:"upstream"`
+	Breaker    Breaker  `yaml:"breaker"`
+	Cache      Cache    `yaml:"cache"`
+	Batch      Batch    `yaml:"batch"`
+	Admin      Admin    `yaml:"admin"`
+	Redis      Redis    `yaml:"redis"`
+	Live       Live     `yaml:"live"`
+	Compat     Compat   `yaml:"compat"`
+	Status     Status   `yaml:"status"`
 }
 
 // Log configures logging.
@@ -47,6 +53,9 @@ type Upstream struct {
 	MaxWait        Duration `yaml:"max_wait"`
 	APIKeyID       string   `yaml:"api_key_id"`
 	PrivateKeyFile string   `yaml:"private_key_file"`
+	// WSURL is where WebSocket traffic goes; empty: derived from URL (see
+	// Config.WSURL).
+	WSURL string `yaml:"ws_url"`
 }
 
 // Breaker configures the circuit breaker around the upstream.
@@ -60,7 +69,10 @@ type Breaker struct {
 type Cache struct {
 	MaxBytes    Size     `yaml:"max_bytes"`
 	NegativeTTL Duration `yaml:"negative_ttl"` // 0: 404s are not stored
-	Routes      []Route  `yaml:"routes"`
+	// StaleWait is the longest a request holding a stale copy waits on a
+	// slow upstream before it is answered STALE; 0: wait for the fetch.
+	StaleWait Duration `yaml:"stale_wait"`
+	Routes    []Route  `yaml:"routes"`
 }
 
 // Route is one cacheable route. A nil stale window takes its default
@@ -70,6 +82,9 @@ type Route struct {
 	TTL                  Duration  `yaml:"ttl"`
 	StaleWhileRevalidate *Duration `yaml:"stale_while_revalidate"`
 	StaleIfError         *Duration `yaml:"stale_if_error"`
+	// LegacyFields overrides compat.legacy_fields for this route; nil: the
+	// global setting.
+	LegacyFields *bool `yaml:"legacy_fields"`
 }
 
 // Batch configures the batch endpoints.
@@ -85,9 +100,40 @@ type Admin struct {
 	Token string `yaml:"token"` // empty: admin routes answer 404
 }
 
-// Redis configures the shared tier (not built yet).
+// Redis configures the shared tier (several replicas on one Redis).
 type Redis struct {
+	// URL is redis://[user:pass@]host:port[/db] or rediss://...; empty:
+	// single-process cache only.
 	URL string `yaml:"url"`
+	// KeyPrefix starts every Redis key kproxy writes; replicas sharing it
+	// act as one.
+	KeyPrefix string `yaml:"key_prefix"`
+	// Timeout bounds one Redis call; slower counts as Redis unavailable
+	// for that request.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Live configures push freshness from Kalshi's WebSocket feed.
+type Live struct {
+	// Enabled needs upstream.api_key_id and private_key_file.
+	Enabled bool `yaml:"enabled"`
+	// MaxMarkets bounds the hot set subscribed on the ticker channel.
+	MaxMarkets int `yaml:"max_markets"`
+	// MaxAge is the longest a pushed-fresh market entry is served without
+	// a REST refetch.
+	MaxAge Duration `yaml:"max_age"`
+}
+
+// Compat configures compatibility shims for old scripts.
+type Compat struct {
+	// LegacyFields adds back the integer fields Kalshi removed in March
+	// 2026 to market objects, order books and trades.
+	LegacyFields bool `yaml:"legacy_fields"`
+}
+
+// Status configures the status page (/status, /status.json).
+type Status struct {
+	Enabled bool `yaml:"enabled"`
 }
 
 // DefaultStaleIfError is the stale_if_error of a route that names none.
@@ -117,8 +163,11 @@ func Default() *Config {
 			MaxWait:    Duration(5 * time.Second),
 		},
 		Breaker: Breaker{ConsecutiveFailures: 5, OpenTimeout: Duration(10 * time.Second), HalfOpenRequests: 1},
-		Cache:   Cache{MaxBytes: 256 << 20, Routes: DefaultRoutes()},
+		Cache:   Cache{MaxBytes: 256 << 20, StaleWait: Duration(500 * time.Millisecond), Routes: DefaultRoutes()},
 		Batch:   Batch{MaxItems: 100, Concurrency: 16, MaxPages: 50, AutoWindow: Duration(2 * time.Millisecond)},
+		Redis:   Redis{KeyPrefix: "kproxy:", Timeout: Duration(100 * time.Millisecond)},
+		Live:    Live{MaxMarkets: 1000, MaxAge: Duration(time.Minute)},
+		Status:  Status{Enabled: true},
 	}
 }
 
@@ -175,10 +224,15 @@ func DefaultRoutes() []Route {
 }
 
 // Specs converts the configured routes to route specs, filling in default
-// stale windows.
-func (c *Cache) Specs() []route.Spec {
+// stale windows. legacy is compat.legacy_fields, the default of a route's
+// LegacyFields.
+func (c *Cache) Specs(legacy bool) []route.Spec {
 	out := make([]route.Spec, len(c.Routes))
 	for i, r := range c.Routes {
+		lf := legacy
+		if r.LegacyFields != nil {
+			lf = *r.LegacyFields
+		}
 		swr, sie := time.Duration(r.TTL), DefaultStaleIfError
 		if r.StaleWhileRevalidate != nil {
 			swr = time.Duration(*r.StaleWhileRevalidate)
@@ -187,7 +241,7 @@ func (c *Cache) Specs() []route.Spec {
 			sie = time.Duration(*r.StaleIfError)
 		}
 		out[i] = route.Spec{Pattern: r.Pattern, Policy: route.Policy{
-			TTL: time.Duration(r.TTL), StaleWhileRevalidate: swr, StaleIfError: sie,
+			TTL: time.Duration(r.TTL), StaleWhileRevalidate: swr, StaleIfError: sie, LegacyFields: lf,
 		}}
 	}
 	return out
@@ -319,7 +373,7 @@ func (c *Config) Validate() error {
 			return keyErr(k+".stale_if_error", *r.StaleIfError, "must not be negative")
 		}
 	}
-	if _, err := route.NewTable(c.Cache.Specs()); err != nil {
+	if _, err := route.NewTable(c.Cache.Specs(c.Compat.LegacyFields)); err != nil {
 		return &KeyError{Key: "cache.routes", Err: err}
 	}
 	if c.Batch.MaxItems < 1 {
@@ -334,8 +388,103 @@ func (c *Config) Validate() error {
 	if c.Batch.AutoWindow < 0 || c.Batch.AutoWindow > Duration(time.Second) {
 		return keyErr("batch.auto_window", c.Batch.AutoWindow, "must be between 0 and 1s")
 	}
+	if c.DrainDelay < 0 {
+		return keyErr("drain_delay", c.DrainDelay, "must not be negative")
+	}
+	if c.Cache.StaleWait < 0 {
+		return keyErr("cache.stale_wait", c.Cache.StaleWait, "must not be negative")
+	}
+	if c.Upstream.WSURL != "" {
+		if _, err := c.WSURL(); err != nil {
+			return keyErr("upstream.ws_url", c.Upstream.WSURL, "%v", err)
+		}
+	}
 	if c.Redis.URL != "" {
-		return keyErr("redis.url", c.Redis.URL, "the shared Redis tier is not available in this version; leave it empty")
+		if err := checkRedisURL(c.Redis.URL); err != nil {
+			return keyErr("redis.url", redactURL(c.Redis.URL), "%v", err)
+		}
+	}
+	if c.Redis.KeyPrefix == "" {
+		return keyErr("redis.key_prefix", "", "must not be empty")
+	}
+	if c.Redis.Timeout <= 0 {
+		return keyErr("redis.timeout", c.Redis.Timeout, "must be positive")
+	}
+	if c.Live.MaxMarkets <= 0 {
+		return keyErr("live.max_markets", c.Live.MaxMarkets, "must be positive")
+	}
+	if c.Live.MaxAge <= 0 {
+		return keyErr("live.max_age", c.Live.MaxAge, "must be positive")
+	}
+	if c.Live.Enabled && c.Upstream.APIKeyID == "" {
+		return keyErr("live.enabled", true, "needs kproxy's own key: set upstream.api_key_id and upstream.private_key_file")
 	}
 	return nil
+}
+
+// WSURL returns where WebSocket traffic goes: upstream.ws_url when set,
+// else derived from upstream.url (Kalshi's production and demo hosts map to
+// their WebSocket hosts; any other http(s)://H to ws(s)://H/trade-api/ws/v2).
+func (c *Config) WSURL() (*url.URL, error) {
+	if c.Upstream.WSURL != "" {
+		u, err := url.Parse(c.Upstream.WSURL)
+		if err != nil {
+			return nil, err
+		}
+		if u.Scheme != "ws" && u.Scheme != "wss" {
+			return nil, errors.New("scheme must be ws or wss")
+		}
+		if u.Host == "" {
+			return nil, errors.New("no host")
+		}
+		if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return nil, errors.New("must be ws(s)://host[:port][/path] only")
+		}
+		if u.Path == "" || u.Path == "/" {
+			u.Path = WSPath
+		}
+		return u, nil
+	}
+	origin, err := c.UpstreamURL()
+	if err != nil {
+		return nil, err
+	}
+	scheme := "wss"
+	if origin.Scheme == "http" {
+		scheme = "ws"
+	}
+	host := origin.Host
+	switch host {
+	case "external-api.kalshi.com":
+		host = "external-api-ws.kalshi.com"
+	case "external-api.demo.kalshi.co":
+		host = "external-api-ws.demo.kalshi.co"
+	}
+	return &url.URL{Scheme: scheme, Host: host, Path: WSPath}, nil
+}
+
+// WSPath is the path of Kalshi's WebSocket API.
+const WSPath = "/trade-api/ws/v2"
+
+func checkRedisURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("not a URL")
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return errors.New("scheme must be redis or rediss")
+	}
+	if u.Host == "" {
+		return errors.New("no host")
+	}
+	return nil
+}
+
+// redactURL hides a password in a URL shown in an error.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	return u.Redacted()
 }

@@ -30,7 +30,7 @@ func TestShippedConfigMatchesDefaults(t *testing.T) {
 
 func TestDefaultRoutesCoverThePublicSet(t *testing.T) {
 	c := Default()
-	specs := c.Cache.Specs()
+	specs := c.Cache.Specs(false)
 	for _, s := range specs {
 		if s.StaleWhileRevalidate != s.TTL || s.StaleIfError != DefaultStaleIfError {
 			t.Errorf("%s: windows %v/%v, want ttl and 10m by default", s.Pattern, s.StaleWhileRevalidate, s.StaleIfError)
@@ -175,7 +175,7 @@ func TestRouteStaleWindowDefaults(t *testing.T) {
 	if err := Decode([]byte("cache: {routes: [{pattern: /trade-api/v2/markets, ttl: 3s, stale_if_error: 1m}]}"), c); err != nil {
 		t.Fatal(err)
 	}
-	s := c.Cache.Specs()
+	s := c.Cache.Specs(false)
 	if len(s) != 1 || s[0].TTL != 3*time.Second || s[0].StaleWhileRevalidate != 3*time.Second || s[0].StaleIfError != time.Minute {
 		t.Errorf("specs = %+v", s)
 	}

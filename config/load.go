@@ -194,7 +194,7 @@ func (c *Config) YAML() string {
 	read, write := c.Upstream.Rates()
 	eff.Upstream.ReadRate, eff.Upstream.WriteRate = &read, &write
 	eff.Cache.Routes = make([]Route, len(c.Cache.Routes))
-	for i, s := range c.Cache.Specs() {
+	for i, s := range c.Cache.Specs(c.Compat.LegacyFields) {
 		swr, sie := Duration(s.StaleWhileRevalidate), Duration(s.StaleIfError)
 		eff.Cache.Routes[i] = Route{Pattern: s.Pattern, TTL: Duration(s.TTL), StaleWhileRevalidate: &swr, StaleIfError: &sie}
 	}

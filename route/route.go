@@ -24,6 +24,9 @@ type Policy struct {
 	// StaleIfError is how long past TTL a stale answer is served when the
 	// upstream fails or the breaker is open.
 	StaleIfError time.Duration
+	// LegacyFields adds the integer fields Kalshi removed in March 2026 to
+	// the route's answers when they are stored (compat.legacy_fields).
+	LegacyFields bool
 }
 
 // Retention is how long a stored answer is worth keeping: past both stale
