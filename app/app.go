@@ -110,6 +110,10 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		}
 	}
 	read, write := cfg.Upstream.Rates()
+	if m != nil {
+		m.UpstreamBudget.WithLabelValues("read").Set(read)
+		m.UpstreamBudget.WithLabelValues("write").Set(write)
+	}
 	timeout := time.Duration(cfg.Upstream.Timeout)
 	a.Upstream, err = upstream.New(upstream.Config{
 		Origin:     origin,

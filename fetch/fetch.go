@@ -42,6 +42,14 @@ type Config struct {
 	// AutoWindow, when positive, merges single-market misses arriving
 	// within it into one GET /markets?tickers= call.
 	AutoWindow time.Duration
+	// Transform, if set, rewrites the body of an upstream 200 of rt before
+	// it becomes an entry: once per upstream fetch, never per hit (the
+	// legacy-field shim). It returns body itself when it changes nothing.
+	Transform func(rt *route.Route, body []byte) []byte
+	// OnRequest, if set, is told of every Get, hits included, before the
+	// lookup (the live feed's hot set). It runs on the hit path: it must be
+	// cheap and must not block.
+	OnRequest func(req *Request)
 	// Metrics and Logger may be nil.
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
@@ -61,6 +69,8 @@ type Fetcher struct {
 	log     *slog.Logger
 	now     func() time.Time
 	auto    *autoBatcher
+	xform   func(*route.Route, []byte) []byte
+	onReq   func(*Request)
 	bg      sync.WaitGroup
 	mu      sync.Mutex
 	// inflight counts the upstream fetches under way per key.
@@ -81,6 +91,8 @@ func New(cfg Config) (*Fetcher, error) {
 		m:        cfg.Metrics,
 		log:      cfg.Logger,
 		now:      cfg.Now,
+		xform:    cfg.Transform,
+		onReq:    cfg.OnRequest,
 		inflight: map[string]int{},
 	}
 	if f.timeout <= 0 {
@@ -194,6 +206,9 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 	now := req.Now
 	if now.IsZero() {
 		now = f.now()
+	}
+	if f.onReq != nil {
+		f.onReq(req)
 	}
 	cached, ok := f.store.Get(req.Key)
 	if ok && !req.NoCache {
@@ -398,6 +413,9 @@ func (f *Fetcher) get(ctx context.Context, escapedPath, rawQuery string, hdr htt
 // finish turns an upstream answer into an entry and stores it if allowed.
 func (f *Fetcher) finish(fl *flight, req *Request, status int, header http.Header, body []byte) {
 	w, retention, storable := f.policy(req.Route, status, header)
+	if status == http.StatusOK && f.xform != nil {
+		body = f.xform(req.Route, body)
+	}
 	fl.entry = cache.NewEntry(req.Key, status, header, body, f.now(), w, storable)
 	fl.credential = (status == http.StatusUnauthorized || status == http.StatusForbidden) && !f.up.Signs()
 	if storable {

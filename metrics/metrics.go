@@ -28,6 +28,10 @@ type Metrics struct {
 	UpstreamRetries  *prometheus.CounterVec // reason
 	BatchItems       *prometheus.CounterVec // status
 	AutoBatched      prometheus.Counter
+	// UpstreamBudget is the configured upstream rate (requests/s) by kind
+	// ("read", "write"), set once at startup, so dashboards can draw the
+	// upstream rate against it.
+	UpstreamBudget *prometheus.GaugeVec
 }
 
 // CacheStats reports the cache's size for the gauges.
@@ -79,10 +83,13 @@ func New(stats CacheStats) *Metrics {
 		AutoBatched: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kproxy_autobatch_markets_total", Help: "Single-market misses fetched upstream as part of a combined /markets?tickers= call.",
 		}),
+		UpstreamBudget: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kproxy_upstream_budget_per_second", Help: "Configured upstream rate budget in requests/s, by kind (read, write): upstream.read_rate and upstream.write_rate.",
+		}, []string{"kind"}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.UpstreamRequests, m.UpstreamDuration, m.Coalesced,
 		m.CacheItems, m.CacheBytes, m.CacheEvictions, m.BreakerState, m.RateLimitWait, m.UpstreamRetries,
-		m.BatchItems, m.AutoBatched)
+		m.BatchItems, m.AutoBatched, m.UpstreamBudget)
 	return m
 }
 

@@ -15,8 +15,6 @@ import (
 	"strconv"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/kproxy/kproxy/breaker"
 	"github.com/kproxy/kproxy/metrics"
 )
@@ -49,6 +47,12 @@ type Config struct {
 	// MaxRetryAfter caps an upstream Retry-After that kproxy honours; a
 	// larger value is not obeyed (the answer is returned instead); 0 means 5s.
 	MaxRetryAfter time.Duration
+	// ReadLimiter and WriteLimiter, when set, replace the local buckets
+	// built from ReadRate and WriteRate (a budget shared by replicas).
+	ReadLimiter, WriteLimiter Limiter
+	// Penalty429, when positive, is how long an upstream 429 (without a
+	// longer Retry-After) delays every later request of that bucket.
+	Penalty429 time.Duration
 }
 
 // Client is safe for concurrent use. It implements http.RoundTripper so the
@@ -56,8 +60,9 @@ type Config struct {
 type Client struct {
 	origin    *url.URL
 	rt        http.RoundTripper
-	read      *rate.Limiter
-	write     *rate.Limiter
+	read      Limiter
+	write     Limiter
+	penalty   time.Duration
 	maxWait   time.Duration
 	retries   int
 	breaker   *breaker.Breaker
@@ -80,8 +85,9 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		origin:  cfg.Origin,
 		rt:      cfg.Transport,
-		read:    limiter(cfg.ReadRate),
-		write:   limiter(cfg.WriteRate),
+		read:    cfg.ReadLimiter,
+		write:   cfg.WriteLimiter,
+		penalty: cfg.Penalty429,
 		maxWait: cfg.MaxWait,
 		retries: cfg.MaxRetries,
 		breaker: cfg.Breaker,
@@ -94,6 +100,12 @@ func New(cfg Config) (*Client, error) {
 	if c.rt == nil {
 		c.rt = NewTransport(cfg.Timeout)
 	}
+	if c.read == nil {
+		c.read = NewLocalLimiter(cfg.ReadRate)
+	}
+	if c.write == nil {
+		c.write = NewLocalLimiter(cfg.WriteRate)
+	}
 	return c, nil
 }
 
@@ -102,13 +114,6 @@ func cmp(v, def time.Duration) time.Duration {
 		return def
 	}
 	return v
-}
-
-func limiter(perSec float64) *rate.Limiter {
-	if perSec <= 0 {
-		return rate.NewLimiter(rate.Inf, 0)
-	}
-	return rate.NewLimiter(rate.Limit(perSec), max(int(perSec), 1))
 }
 
 // NewTransport is the pooled keep-alive transport to Kalshi: HTTP/2 over
@@ -236,6 +241,9 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			done(breaker.Classify(status, err, gone))
 		}
 		c.observe(t.route, status, err, time.Since(start))
+		if status == http.StatusTooManyRequests {
+			c.penalize(lim, resp)
+		}
 		if err != nil {
 			err = c.wrap(ctx, err)
 		}
@@ -300,16 +308,24 @@ func (c *Client) Get(ctx context.Context, escapedPath, rawQuery string, header h
 	return c.RoundTrip(req.WithContext(ctx))
 }
 
-func (c *Client) wait(ctx context.Context, lim *rate.Limiter) error {
-	r := lim.Reserve()
-	d := r.Delay()
-	if d == 0 {
-		return nil
+// penalize slows every later request of lim after an upstream 429: for the
+// Retry-After asked (capped), else for the configured penalty.
+func (c *Client) penalize(lim Limiter, resp *http.Response) {
+	d := c.penalty
+	if ra, ok := retryAfter(resp.Header.Get("Retry-After")); ok {
+		d = max(d, min(ra, c.maxRA))
 	}
-	if d > c.maxWait || d == rate.InfDuration {
-		r.Cancel()
+	lim.Penalize(d)
+}
+
+func (c *Client) wait(ctx context.Context, lim Limiter) error {
+	d, ok, cancel := lim.Reserve(ctx, c.maxWait)
+	if !ok {
 		return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
 			Msg: "upstream rate limit reached; retry later", RetryAfter: max(d, time.Second)}
+	}
+	if d == 0 {
+		return nil
 	}
 	if c.m != nil {
 		c.m.RateLimitWait.Observe(d.Seconds())
@@ -318,7 +334,7 @@ func (c *Client) wait(ctx context.Context, lim *rate.Limiter) error {
 	defer timer.Stop()
 	select {
 	case <-ctx.Done():
-		r.Cancel()
+		cancel()
 		return c.wrap(ctx, ctx.Err())
 	case <-timer.C:
 		return nil

@@ -454,7 +454,7 @@ func TestLimiterWaitEndsWithTheCaller(t *testing.T) {
 		t.Errorf("returned after %v, want when the caller's 50ms ran out", elapsed)
 	}
 	// Its reservation was cancelled: the bucket is not in debt.
-	if tok := c.read.Tokens(); tok < -0.01 {
+	if tok := c.read.(*LocalLimiter).lim.Tokens(); tok < -0.01 {
 		t.Errorf("tokens after a cancelled wait = %.2f, want >= 0", tok)
 	}
 }
@@ -506,7 +506,7 @@ func TestOpenBreakerFailsFastWithoutSpendingATokenOrTouchingUpstream(t *testing.
 	if got := o.hits.Load(); got != 1 {
 		t.Errorf("upstream saw %d requests, want 1", got)
 	}
-	if tok := c.write.Tokens(); tok < 1.99 {
+	if tok := c.write.(*LocalLimiter).lim.Tokens(); tok < 1.99 {
 		t.Errorf("write tokens = %.2f, want 2 (breaker rejections spend none)", tok)
 	}
 }
