@@ -8,7 +8,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/kproxy/kproxy/client"
+	"github.com/kproxy/kproxy/batch/wire"
 )
 
 // itemSpec is one element of POST /batch's "requests". Path is a pointer
@@ -53,7 +53,7 @@ func (h *Handler) handleBatch(c echo.Context) error {
 		t, ierr := h.resolveItem(it)
 		if ierr != nil {
 			answer := ierr.response()
-			p.jobs = append(p.jobs, job{slots: []int{i}, run: func(context.Context) client.Response { return answer }})
+			p.jobs = append(p.jobs, job{slots: []int{i}, run: func(context.Context) wire.Response { return answer }})
 			continue
 		}
 		if j, dup := byKey[t.key]; dup {
@@ -61,11 +61,11 @@ func (h *Handler) handleBatch(c echo.Context) error {
 			continue
 		}
 		byKey[t.key] = len(p.jobs)
-		p.jobs = append(p.jobs, job{slots: []int{i}, run: func(ctx context.Context) client.Response {
+		p.jobs = append(p.jobs, job{slots: []int{i}, run: func(ctx context.Context) wire.Response {
 			return response(h.get(ctx, cl, t))
 		}})
 	}
-	p.fold = func(rs []client.Response) any { return client.BatchResponse{Responses: rs} }
+	p.fold = func(rs []wire.Response) any { return wire.BatchResponse{Responses: rs} }
 	return h.serve(c, start, p)
 }
 

@@ -8,7 +8,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/kproxy/kproxy/client"
+	"github.com/kproxy/kproxy/batch/wire"
 	"github.com/kproxy/kproxy/fetch"
 	"github.com/kproxy/kproxy/route"
 )
@@ -29,8 +29,8 @@ type itemError struct {
 	msg    string
 }
 
-func (e *itemError) response() client.Response {
-	return client.Response{Status: e.status, Error: e.msg, Code: e.code}
+func (e *itemError) response() wire.Response {
+	return wire.Response{Status: e.status, Error: e.msg, Code: e.code}
 }
 
 func badPath(format string, args ...any) *itemError {
@@ -93,12 +93,12 @@ func unsafeInQuery(r rune) bool {
 // response converts a fetch result into an item's answer (without its id).
 // A non-2xx upstream answer keeps its body and gets an error message
 // taken from it.
-func response(res fetch.Result) client.Response {
+func response(res fetch.Result) wire.Response {
 	if res.Outcome == fetch.Failed {
-		return client.Response{Status: res.Err.Status, Cache: res.Outcome.XCache(), Error: res.Err.Msg, Code: res.Err.Code}
+		return wire.Response{Status: res.Err.Status, Cache: res.Outcome.XCache(), Error: res.Err.Msg, Code: res.Err.Code}
 	}
 	e := res.Entry
-	r := client.Response{Status: e.Status, Cache: res.Outcome.XCache(), Body: embed(e.Body)}
+	r := wire.Response{Status: e.Status, Cache: res.Outcome.XCache(), Body: embed(e.Body)}
 	if !r.OK() {
 		r.Error, r.Code = upstreamError(e.Status, e.Body)
 	}

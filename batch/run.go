@@ -11,14 +11,14 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/kproxy/kproxy/client"
+	"github.com/kproxy/kproxy/batch/wire"
 )
 
 // job computes the answer shared by one or more slots of a batch (duplicate
 // items share one job). It must return promptly once ctx is done.
 type job struct {
 	slots []int
-	run   func(ctx context.Context) client.Response
+	run   func(ctx context.Context) wire.Response
 }
 
 // plan is one request's work: ids[i] names slot i of the answer.
@@ -27,17 +27,17 @@ type plan struct {
 	jobs []job
 	// fold builds the JSON document of a non-streamed answer from the
 	// slots' responses, in slot order.
-	fold func([]client.Response) any
+	fold func([]wire.Response) any
 }
 
 // run executes jobs, at most h.concurrency at a time, and calls emit with
 // each job's answer as it completes, from the calling goroutine only. Once
 // ctx is done no job starts; run returns when every started job has
 // returned.
-func (h *Handler) run(ctx context.Context, jobs []job, emit func(job, client.Response)) {
+func (h *Handler) run(ctx context.Context, jobs []job, emit func(job, wire.Response)) {
 	type done struct {
 		j int
-		r client.Response
+		r wire.Response
 	}
 	next := make(chan int)
 	results := make(chan done)
@@ -81,9 +81,9 @@ func (h *Handler) serve(c echo.Context, start time.Time, p plan) error {
 	if wantsStream(c.Request()) {
 		lines = newLineWriter(c.Response())
 	}
-	results := make([]client.Response, len(p.ids))
-	var tally client.Done
-	h.run(ctx, p.jobs, func(j job, r client.Response) {
+	results := make([]wire.Response, len(p.ids))
+	var tally wire.Done
+	h.run(ctx, p.jobs, func(j job, r wire.Response) {
 		for _, slot := range j.slots {
 			r.ID = p.ids[slot]
 			results[slot] = r

@@ -15,8 +15,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/kproxy/kproxy/batch/wire"
 	"github.com/kproxy/kproxy/cache"
-	"github.com/kproxy/kproxy/client"
 	"github.com/kproxy/kproxy/fetch"
 	"github.com/kproxy/kproxy/route"
 )
@@ -81,7 +81,7 @@ func (h *Handler) handleMarkets(c echo.Context) error {
 		q.limit = *req.Limit
 	}
 	cl := newCall(c.Request())
-	return h.serve(c, start, typedPlan(tickers, func(ctx context.Context, t string) client.Response {
+	return h.serve(c, start, typedPlan(tickers, func(ctx context.Context, t string) wire.Response {
 		return h.seriesMarkets(ctx, cl, t, q)
 	}, foldMarkets))
 }
@@ -100,7 +100,7 @@ func (h *Handler) handleEvents(c echo.Context) error {
 	}
 	nested := req.WithNestedMarkets == nil || *req.WithNestedMarkets
 	cl := newCall(c.Request())
-	return h.serve(c, start, typedPlan(tickers, func(ctx context.Context, t string) client.Response {
+	return h.serve(c, start, typedPlan(tickers, func(ctx context.Context, t string) wire.Response {
 		return h.event(ctx, cl, t, nested)
 	}, foldEvents))
 }
@@ -117,7 +117,7 @@ func (h *Handler) handleSeries(c echo.Context) error {
 		return refuse(c, ierr)
 	}
 	cl := newCall(c.Request())
-	return h.serve(c, start, typedPlan(tickers, func(ctx context.Context, t string) client.Response {
+	return h.serve(c, start, typedPlan(tickers, func(ctx context.Context, t string) wire.Response {
 		return h.series(ctx, cl, t)
 	}, foldSeries))
 }
@@ -133,10 +133,10 @@ func (h *Handler) tickers(field string, list []string) ([]string, *inputError) {
 
 // typedPlan makes one slot and one job per distinct ticker; the slot's id
 // is the ticker.
-func typedPlan(tickers []string, run func(context.Context, string) client.Response, fold func([]client.Response) any) plan {
+func typedPlan(tickers []string, run func(context.Context, string) wire.Response, fold func([]wire.Response) any) plan {
 	p := plan{ids: tickers, jobs: make([]job, len(tickers)), fold: fold}
 	for i, t := range tickers {
-		p.jobs[i] = job{slots: []int{i}, run: func(ctx context.Context) client.Response { return run(ctx, t) }}
+		p.jobs[i] = job{slots: []int{i}, run: func(ctx context.Context) wire.Response { return run(ctx, t) }}
 	}
 	return p
 }
@@ -148,7 +148,7 @@ func typedPlan(tickers []string, run func(context.Context, string) client.Respon
 // STALE, then HIT). An empty listing of a series that does not exist is a
 // 404: GET /markets answers an unknown series_ticker with an empty list.
 // A page that fails fails the series: no partial listing is returned.
-func (h *Handler) seriesMarkets(ctx context.Context, cl *call, t string, q marketsQuery) client.Response {
+func (h *Handler) seriesMarkets(ctx context.Context, cl *call, t string, q marketsQuery) wire.Response {
 	var markets []byte // the elements of every page, comma-separated
 	cursor, cache := "", "HIT"
 	for range h.maxPages {
@@ -186,7 +186,7 @@ func (h *Handler) seriesMarkets(ctx context.Context, cl *call, t string, q marke
 	}
 	body := make([]byte, 0, len(markets)+2)
 	body = append(append(append(body, '['), markets...), ']')
-	return client.Response{Status: http.StatusOK, Cache: cache, Body: body, NextCursor: cursor}
+	return wire.Response{Status: http.StatusOK, Cache: cache, Body: body, NextCursor: cursor}
 }
 
 // marketsPage is what a batch needs of one GET /markets answer, parsed once
@@ -276,20 +276,20 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\
 // seriesExists asks GET /series/{t} whether series t exists. Only a 404
 // says no (with the answer to give); any other outcome, including a
 // failure or an unconfigured route, leaves the empty listing as it is.
-func (h *Handler) seriesExists(ctx context.Context, cl *call, t string) (client.Response, bool) {
+func (h *Handler) seriesExists(ctx context.Context, cl *call, t string) (wire.Response, bool) {
 	tg, ierr := h.resolve(route.Prefix + "series/" + t)
 	if ierr != nil {
-		return client.Response{}, true
+		return wire.Response{}, true
 	}
 	res := h.get(ctx, cl, tg)
 	if res.Outcome == fetch.Failed || res.Entry.Status != http.StatusNotFound {
-		return client.Response{}, true
+		return wire.Response{}, true
 	}
-	return client.Response{Status: http.StatusNotFound, Cache: res.Outcome.XCache(), Error: "series " + t + " not found", Code: "not_found"}, false
+	return wire.Response{Status: http.StatusNotFound, Cache: res.Outcome.XCache(), Error: "series " + t + " not found", Code: "not_found"}, false
 }
 
 // event fetches event t: body {"event": {...}, "markets": [...]}.
-func (h *Handler) event(ctx context.Context, cl *call, t string, nested bool) client.Response {
+func (h *Handler) event(ctx context.Context, cl *call, t string, nested bool) wire.Response {
 	r, e := h.getTyped(ctx, cl, route.Prefix+"events/"+t+"?with_nested_markets="+strconv.FormatBool(nested))
 	if !r.OK() {
 		return r
@@ -314,7 +314,7 @@ func (h *Handler) event(ctx context.Context, cl *call, t string, nested bool) cl
 }
 
 // series fetches series t: body is the "series" object of the answer.
-func (h *Handler) series(ctx context.Context, cl *call, t string) client.Response {
+func (h *Handler) series(ctx context.Context, cl *call, t string) wire.Response {
 	r, e := h.getTyped(ctx, cl, route.Prefix+"series/"+t)
 	if !r.OK() {
 		return r
@@ -333,7 +333,7 @@ func (h *Handler) series(ctx context.Context, cl *call, t string) client.Respons
 // getTyped fetches one path of a typed batch. On a 2xx answer it returns
 // the upstream entry to read; otherwise the item's error answer, whose body
 // is dropped (a typed error is reported as {status, error}).
-func (h *Handler) getTyped(ctx context.Context, cl *call, path string) (client.Response, *cache.Entry) {
+func (h *Handler) getTyped(ctx context.Context, cl *call, path string) (wire.Response, *cache.Entry) {
 	t, ierr := h.resolve(path)
 	if ierr != nil {
 		// Tickers are checked, so only a route left out of cache.routes
@@ -342,7 +342,7 @@ func (h *Handler) getTyped(ctx context.Context, cl *call, path string) (client.R
 	}
 	res := h.get(ctx, cl, t)
 	if res.Outcome != fetch.Failed && res.Entry.Status/100 == 2 {
-		return client.Response{Status: res.Entry.Status, Cache: res.Outcome.XCache()}, res.Entry
+		return wire.Response{Status: res.Entry.Status, Cache: res.Outcome.XCache()}, res.Entry
 	}
 	r := response(res)
 	r.Body = nil
@@ -351,8 +351,8 @@ func (h *Handler) getTyped(ctx context.Context, cl *call, path string) (client.R
 
 // badAnswer is the answer for an upstream 2xx whose body is not what the
 // route promises.
-func badAnswer(cache string, err error) client.Response {
-	return client.Response{Status: http.StatusBadGateway, Cache: cache, Code: "bad_upstream_answer", Error: "unexpected upstream answer: " + err.Error()}
+func badAnswer(cache string, err error) wire.Response {
+	return wire.Response{Status: http.StatusBadGateway, Cache: cache, Code: "bad_upstream_answer", Error: "unexpected upstream answer: " + err.Error()}
 }
 
 func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }
@@ -369,19 +369,19 @@ func worse(a, b string) string {
 }
 
 // split sorts typed answers into results and errors by ticker.
-func split(rs []client.Response) (ok map[string]json.RawMessage, failed map[string]client.ItemError) {
-	ok, failed = map[string]json.RawMessage{}, map[string]client.ItemError{}
+func split(rs []wire.Response) (ok map[string]json.RawMessage, failed map[string]wire.ItemError) {
+	ok, failed = map[string]json.RawMessage{}, map[string]wire.ItemError{}
 	for _, r := range rs {
 		if r.OK() {
 			ok[r.ID] = r.Body
 		} else {
-			failed[r.ID] = client.ItemError{Status: r.Status, Error: r.Error, Code: r.Code}
+			failed[r.ID] = wire.ItemError{Status: r.Status, Error: r.Error, Code: r.Code}
 		}
 	}
 	return ok, failed
 }
 
-func foldMarkets(rs []client.Response) any {
+func foldMarkets(rs []wire.Response) any {
 	ok, failed := split(rs)
 	fields := []field{{"markets_by_series", ok}, {"errors", failed}}
 	truncated := map[string]string{}
@@ -396,12 +396,12 @@ func foldMarkets(rs []client.Response) any {
 	return encodeAnswer(fields...)
 }
 
-func foldEvents(rs []client.Response) any {
+func foldEvents(rs []wire.Response) any {
 	ok, failed := split(rs)
 	return encodeAnswer(field{"events", ok}, field{"errors", failed})
 }
 
-func foldSeries(rs []client.Response) any {
+func foldSeries(rs []wire.Response) any {
 	ok, failed := split(rs)
 	return encodeAnswer(field{"series", ok}, field{"errors", failed})
 }

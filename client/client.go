@@ -16,14 +16,16 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/kproxy/kproxy/batch/wire"
 )
 
 // Paths of the batch endpoints, for Stream.
 const (
-	PathBatch   = "/batch"
-	PathMarkets = "/batch/markets"
-	PathEvents  = "/batch/events"
-	PathSeries  = "/batch/series"
+	PathBatch   = wire.PathBatch
+	PathMarkets = wire.PathMarkets
+	PathEvents  = wire.PathEvents
+	PathSeries  = wire.PathSeries
 )
 
 // ndjson is the media type of progress streams.
