@@ -11,8 +11,8 @@
 # -v "$PWD/config.yaml:/etc/kproxy/config.yaml:ro"), then built-in defaults.
 # The HEALTHCHECK probes http://127.0.0.1:8080/healthz: if you move the listen port,
 # override it too (docker run --health-cmd, compose healthcheck.test).
-# deploy/deploy_test.go parses this file and runs its go build line: keep the build
-# command on one line and the runtime rules it asserts.
+# deploy/dockerfile_test.go parses this file and deploy/binary_test.go runs its go build
+# line: keep the build command on one line and the runtime rules they assert.
 
 FROM golang:1.26-bookworm AS build
 ARG VERSION=dev

@@ -15,12 +15,15 @@ import (
 	"github.com/kproxy/kproxy/batch"
 	"github.com/kproxy/kproxy/breaker"
 	"github.com/kproxy/kproxy/cache"
+	"github.com/kproxy/kproxy/cluster"
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/fetch"
+	"github.com/kproxy/kproxy/legacy"
 	"github.com/kproxy/kproxy/logging"
 	"github.com/kproxy/kproxy/metrics"
 	"github.com/kproxy/kproxy/proxy"
 	"github.com/kproxy/kproxy/route"
+	"github.com/kproxy/kproxy/status"
 	"github.com/kproxy/kproxy/upstream"
 )
 
@@ -34,6 +37,8 @@ type Options struct {
 	Transport http.RoundTripper
 	// RetryBase and RetryCap override the retry backoff (tests).
 	RetryBase, RetryCap time.Duration
+	// Version is shown by the status page; empty means "dev".
+	Version string
 }
 
 // App is a configured kproxy.
@@ -46,6 +51,12 @@ type App struct {
 	Server   *proxy.Server
 	Metrics  *metrics.Metrics
 	Logger   *slog.Logger
+	// Status is the status page's collector; nil when status.enabled is
+	// false or metrics are off.
+	Status *status.Collector
+	// Cluster links this replica to the others through Redis; nil without
+	// redis.url.
+	Cluster *cluster.Cluster
 
 	accessBuf *logging.Buffered
 }
@@ -101,6 +112,9 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 			if m != nil {
 				m.BreakerState.Set(float64(to))
 			}
+			if a.Status != nil {
+				a.Status.BreakerChanged(from.String(), to.String())
+			}
 		},
 	})
 	var signer *upstream.Signer
@@ -115,35 +129,62 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		m.UpstreamBudget.WithLabelValues("write").Set(write)
 	}
 	timeout := time.Duration(cfg.Upstream.Timeout)
-	a.Upstream, err = upstream.New(upstream.Config{
-		Origin:     origin,
-		Timeout:    timeout,
-		MaxRetries: cfg.Upstream.MaxRetries,
-		ReadRate:   read,
-		WriteRate:  write,
-		MaxWait:    time.Duration(cfg.Upstream.MaxWait),
-		Breaker:    a.Breaker,
-		Signer:     signer,
-		Metrics:    m,
-		Transport:  opts.Transport,
-		RetryBase:  opts.RetryBase,
-		RetryCap:   opts.RetryCap,
-	})
-	if err != nil {
-		return nil, err
-	}
 	retryCap := opts.RetryCap
 	if retryCap <= 0 {
 		retryCap = 2 * time.Second
 	}
+	// A shared fetch may wait for a token, then make every attempt with
+	// its backoff.
+	fetchTimeout := time.Duration(cfg.Upstream.MaxWait) + time.Duration(cfg.Upstream.MaxRetries+1)*(timeout+retryCap)
+	var (
+		store             cache.Store = a.Store
+		shared            fetch.Shared
+		readLim, writeLim upstream.Limiter
+		penalty429        time.Duration
+		redisState        func() string
+	)
+	if cfg.Redis.URL != "" {
+		if err := a.newCluster(cfg, fetchTimeout, read, write); err != nil {
+			return nil, err
+		}
+		store, shared, redisState = a.Cluster.Store(), a.Cluster, a.Cluster.State
+		readLim, writeLim = a.Cluster.Limiter("read", read), a.Cluster.Limiter("write", write)
+		// Kalshi sends no Retry-After: an upstream 429 slows every
+		// replica for a second.
+		penalty429 = time.Second
+	}
+	a.Upstream, err = upstream.New(upstream.Config{
+		ReadLimiter:  readLim,
+		WriteLimiter: writeLim,
+		Penalty429:   penalty429,
+		Origin:       origin,
+		Timeout:      timeout,
+		MaxRetries:   cfg.Upstream.MaxRetries,
+		ReadRate:     read,
+		WriteRate:    write,
+		MaxWait:      time.Duration(cfg.Upstream.MaxWait),
+		Breaker:      a.Breaker,
+		Signer:       signer,
+		Metrics:      m,
+		Transport:    opts.Transport,
+		RetryBase:    opts.RetryBase,
+		RetryCap:     opts.RetryCap,
+		// Fair shares of the budget (docs/fairness.md).
+		FairShare:    cfg.Upstream.FairShare,
+		FairMaxQueue: cfg.Upstream.FairMaxQueue,
+	})
+	if err != nil {
+		return nil, err
+	}
 	a.Fetcher, err = fetch.New(fetch.Config{
-		Store:    a.Store,
-		Upstream: a.Upstream,
-		// A shared fetch may wait for a token, then make every attempt
-		// with its backoff.
-		Timeout:     time.Duration(cfg.Upstream.MaxWait) + time.Duration(cfg.Upstream.MaxRetries+1)*(timeout+retryCap),
+		Store:       a.Store,
+		Shared:      shared,
+		Upstream:    a.Upstream,
+		Timeout:     fetchTimeout,
 		NegativeTTL: time.Duration(cfg.Cache.NegativeTTL),
+		StaleWait:   time.Duration(cfg.Cache.StaleWait),
 		AutoWindow:  time.Duration(cfg.Batch.AutoWindow),
+		Transform:   legacyTransform(routes),
 		Metrics:     m,
 		Logger:      a.Logger,
 	})
@@ -154,9 +195,10 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Fetcher:     a.Fetcher,
 		Routes:      routes,
 		Upstream:    a.Upstream,
-		Store:       a.Store,
+		Store:       store,
 		AdminToken:  cfg.Admin.Token,
 		UpstreamURL: origin.String(),
+		RedisState:  redisState,
 		Metrics:     m,
 		Logger:      a.Logger,
 		AccessLog:   access,
@@ -177,7 +219,59 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		return nil, err
 	}
 	b.Register(a.Server.Handle)
+	if cfg.Status.Enabled && m != nil {
+		a.Status, err = status.New(status.Config{
+			Gatherer: m.Registry,
+			Version:  opts.Version,
+			Upstream: origin.String(),
+			Tier:     cfg.Upstream.Tier,
+			ReadRate: read, WriteRate: write,
+			MaxBytes: int64(cfg.Cache.MaxBytes),
+			Breaker:  func() string { return a.Breaker.State().String() },
+		})
+		if err != nil {
+			return nil, err
+		}
+		a.Status.Start(context.Background())
+		a.Status.Register(a.Server.Handle)
+	}
 	return a, nil
+}
+
+// newCluster links the App to the other replicas through Redis (issue 9,
+// docs/replicas.md). It does not fail when Redis is down: the cluster
+// reconnects by itself.
+func (a *App) newCluster(cfg *config.Config, fetchTimeout time.Duration, read, write float64) error {
+	m := a.Metrics
+	if m != nil {
+		m.EnableRedis()
+	}
+	var err error
+	a.Cluster, err = cluster.New(cluster.Config{
+		URL:          cfg.Redis.URL,
+		Prefix:       cfg.Redis.KeyPrefix,
+		Timeout:      time.Duration(cfg.Redis.Timeout),
+		L1:           a.Store,
+		FetchTimeout: fetchTimeout,
+		Logger:       a.Logger,
+		OnState: func(up bool) {
+			if m != nil {
+				m.RedisUp.Set(map[bool]float64{true: 1}[up])
+			}
+		},
+	})
+	return err
+}
+
+// legacyTransform is the legacy-field shim when some route has it on, else
+// nil (no per-fetch call at all).
+func legacyTransform(routes *route.Table) func(*route.Route, []byte) []byte {
+	for _, rt := range routes.Routes() {
+		if rt.LegacyFields {
+			return legacy.Transform
+		}
+	}
+	return nil
 }
 
 // memoryHeadroom is what the process needs besides the cache: runtime,
@@ -191,8 +285,13 @@ func MemoryLimit(cfg *config.Config) int64 {
 	return int64(cfg.Cache.MaxBytes) + memoryHeadroom
 }
 
-// Serve serves on ln until ctx is done, then drains: readiness turns 503,
-// the listener closes, and in-flight requests get up to shutdown_timeout.
+// Serve serves on ln until ctx is done, then drains. Readiness turns 503
+// "draining" at once, while kproxy goes on accepting and serving for
+// drain_delay (the time a load balancer needs to see the 503 or the
+// endpoint removal and stop sending); during the delay every answer closes
+// its connection, so pooled clients reconnect and land elsewhere. Then the
+// listener closes and in-flight requests get up to shutdown_timeout. Serve
+// returns nil after a drain, or the serving error that ended it early.
 func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	hs := a.Server.HTTPServer(ln.Addr().String())
 	errc := make(chan error, 1)
@@ -203,7 +302,19 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
-	a.Logger.Info("draining", "timeout", a.Config.ShutdownTimeout.String())
+	a.Server.SetDraining()
+	if d := time.Duration(a.Config.DrainDelay); d > 0 {
+		a.Logger.Info("draining: readiness is 503, still serving", "drain_delay", a.Config.DrainDelay.String())
+		hs.SetKeepAlivesEnabled(false)
+		t := time.NewTimer(d)
+		select {
+		case err := <-errc:
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+	a.Logger.Info("draining: listener closed, finishing in-flight requests", "timeout", a.Config.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(a.Config.ShutdownTimeout))
 	defer cancel()
 	err := a.Server.Shutdown(sctx, hs)
@@ -218,6 +329,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 
 // Close releases the App's resources and flushes the access log.
 func (a *App) Close() {
+	if a.Status != nil {
+		a.Status.Close()
+	}
 	// Shared fetches nobody waits for any more may still be storing their
 	// answers; give them the shutdown timeout, then leave the store open
 	// for them (the process is ending anyway).
@@ -228,6 +342,9 @@ func (a *App) Close() {
 	}()
 	select {
 	case <-done:
+		if a.Cluster != nil {
+			a.Cluster.Close()
+		}
 		a.Store.Close()
 	case <-time.After(time.Duration(a.Config.ShutdownTimeout)):
 		a.Logger.Warn("shared fetches still running at exit")

@@ -393,6 +393,9 @@ func TestUpstreamFaults(t *testing.T) {
 		min, max      time.Duration
 		opens         bool // the fault counts as failures
 		threshold     int  // consecutive_failures
+		// staleDetail ends the Cache-Status of the stale key's answer;
+		// "": fwd=stale; fwd-status=<status>.
+		staleDetail string
 	}{
 		{
 			name:   "500 on every request",
@@ -431,6 +434,9 @@ func TestUpstreamFaults(t *testing.T) {
 			mutate: func(c *config.Config) { c.Upstream.MaxRetries = 1; c.Breaker.ConsecutiveFailures = 3 },
 			inject: setFault(kalshitest.Fault{Status: 429, Body: body429, Header: http.Header{"Retry-After": {"1"}}}), recover: clearFault,
 			status: 429, body: body429, retryAfter: "1", attempts: 2, reason: "429", min: time.Second, max: 3 * time.Second, threshold: 3,
+			// The cold request's 429 delays every later token by the
+			// Retry-After: the stale key is answered after stale_wait.
+			staleDetail: "fwd=stale; detail=stale-wait",
 		},
 		{
 			name:   "429 with an absurd Retry-After",
@@ -438,6 +444,7 @@ func TestUpstreamFaults(t *testing.T) {
 			inject: setFault(kalshitest.Fault{Status: 429, Body: body429, Header: http.Header{"Retry-After": {"86400"}}}), recover: clearFault,
 			// Not waited for and not retried: the answer goes back at once.
 			status: 429, body: body429, retryAfter: "86400", attempts: 1, max: 2 * fastBound, threshold: 3,
+			staleDetail: "fwd=stale; detail=stale-wait",
 		},
 	}
 	for _, tt := range tests {
@@ -495,7 +502,18 @@ func TestUpstreamFaults(t *testing.T) {
 			// A stale copy within stale_if_error is served instead.
 			att, arr = attempts(t, h), h.fake.Total()
 			a = h.send(http.MethodGet, stalePath, nil)
-			wantStale(t, "stale key", a, cached, "fwd=stale; fwd-status="+strconv.Itoa(tt.status))
+			detail := "fwd=stale; fwd-status=" + strconv.Itoa(tt.status)
+			if tt.staleDetail != "" {
+				detail = tt.staleDetail
+			}
+			wantStale(t, "stale key", a, cached, detail)
+			// Answered at the first failed attempt or after stale_wait
+			// (500ms), never after the retries: the fetch goes on in the
+			// background (cache.stale_wait, app/stalewait_test.go).
+			if a.took > 500*time.Millisecond+fastBound {
+				t.Errorf("stale key answered after %v, want within stale_wait", a.took)
+			}
+			h.app.Fetcher.Wait()
 			checkAttempts("stale key", att, arr)
 			t.Logf("stale on error: served after %v", a.took)
 

@@ -40,6 +40,10 @@ type Entry struct {
 	// fresh before FreshUntil, servable while revalidating before
 	// RevalidateUntil, servable on upstream failure before ErrorUntil.
 	FreshUntil, RevalidateUntil, ErrorUntil time.Time
+	// Detail, when set, is the RFC 9211 detail member of the Cache-Status
+	// of the entry's hits ("pushed": the body was updated from Kalshi's push
+	// feed); empty for an answer stored as the upstream sent it.
+	Detail string
 
 	size int64
 
@@ -112,6 +116,49 @@ func NewEntry(key string, status int, header http.Header, body []byte, fetchedAt
 	return e
 }
 
+// RestoreEntry rebuilds a stored entry from a copy kept elsewhere (the
+// shared tier), exactly as it was: header is the stored header (already
+// stripped, owned by the entry from now on), gz the gzip copy of body or nil,
+// etag the entry's validator, and until holds FreshUntil, RevalidateUntil
+// and ErrorUntil. Nothing is recompressed or rehashed.
+func RestoreEntry(key string, status int, header http.Header, body, gz []byte, etag string, fetchedAt time.Time, until [3]time.Time) *Entry {
+	e := &Entry{
+		Key: key, Status: status, Header: header, Body: body, Gzip: gz, ETag: etag,
+		FetchedAt: fetchedAt, FreshUntil: until[0], RevalidateUntil: until[1], ErrorUntil: until[2],
+	}
+	if e.Header == nil {
+		e.Header = http.Header{}
+	}
+	e.size = e.computeSize()
+	e.etagValue = []string{e.ETag}
+	e.lenIdentity = []string{strconv.Itoa(len(e.Body))}
+	if e.Gzip != nil {
+		e.lenGzip = []string{strconv.Itoa(len(e.Gzip))}
+	}
+	return e
+}
+
+// Derived returns a new entry for the same answer as e (same key, status,
+// header and fetch time) with body and the given freshness bounds, whose hits
+// carry detail in Cache-Status. A nil body keeps e's body, ETag and gzip
+// copy; any other body gets a new strong ETag and a new gzip copy, made now.
+// e is not modified and stays valid for readers that hold it: swap the
+// result in with Store.Set.
+func (e *Entry) Derived(body []byte, freshUntil, revalidateUntil, errorUntil time.Time, detail string) *Entry {
+	var n *Entry
+	if body == nil {
+		n = &Entry{Key: e.Key, Status: e.Status, Header: e.Header, Body: e.Body, Gzip: e.Gzip, ETag: e.ETag, FetchedAt: e.FetchedAt}
+		n.etagValue, n.lenIdentity, n.lenGzip = e.etagValue, e.lenIdentity, e.lenGzip
+		n.size = e.size
+	} else {
+		// e.Header holds no ETag, so NewEntry derives a strong one from body.
+		n = NewEntry(e.Key, e.Status, e.Header, body, e.FetchedAt, Windows{}, true)
+	}
+	n.FreshUntil, n.RevalidateUntil, n.ErrorUntil = freshUntil, revalidateUntil, errorUntil
+	n.Detail = detail
+	return n
+}
+
 // Size is the bytes the entry holds; it is the entry's cost in the store.
 func (e *Entry) Size() int64 { return e.size }
 
@@ -168,10 +215,17 @@ func (e *Entry) HitHeaders(now time.Time) (age, cacheStatus []string) {
 	s := &stamp{
 		sec:       sec,
 		age:       []string{strconv.FormatInt(a, 10)},
-		hitStatus: []string{"kproxy; hit; ttl=" + strconv.FormatInt(ttl, 10)},
+		hitStatus: []string{hitStatus(ttl, e.Detail)},
 	}
 	e.stamp.Store(s)
 	return s.age, s.hitStatus
+}
+
+func hitStatus(ttl int64, detail string) string {
+	if detail == "" {
+		return "kproxy; hit; ttl=" + strconv.FormatInt(ttl, 10)
+	}
+	return "kproxy; hit; ttl=" + strconv.FormatInt(ttl, 10) + "; detail=" + detail
 }
 
 // AgeSeconds is the entry's age in whole seconds at now.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,6 +57,15 @@ type Upstream struct {
 	// WSURL is where WebSocket traffic goes; empty: derived from URL (see
 	// Config.WSURL).
 	WSURL string `yaml:"ws_url"`
+	// FairShare serves clients (a KALSHI-ACCESS-KEY, else an address) in
+	// turn while several wait for rate-limit tokens, so one client's flood
+	// of misses cannot take the whole budget; false: first come, first
+	// served. Default true.
+	FairShare bool `yaml:"fair_share"`
+	// FairMaxQueue bounds how many requests one client may have waiting
+	// for a token per bucket when fair_share is on; more get 429 at once.
+	// 0: no bound beyond max_wait. Default 1000.
+	FairMaxQueue int `yaml:"fair_max_queue"`
 }
 
 // Breaker configures the circuit breaker around the upstream.
@@ -72,7 +82,31 @@ type Cache struct {
 	// StaleWait is the longest a request holding a stale copy waits on a
 	// slow upstream before it is answered STALE; 0: wait for the fetch.
 	StaleWait Duration `yaml:"stale_wait"`
-	Routes    []Route  `yaml:"routes"`
+	// Defaults are the stale windows of every route that sets none of its
+	// own.
+	Defaults Windows `yaml:"defaults"`
+	// Routes is the whole public set; Default has the built-in list.
+	Routes []Route `yaml:"routes"`
+	// Overrides change chosen routes of Routes, matched by pattern,
+	// without restating the list. A pattern not in Routes is an error.
+	Overrides []Override `yaml:"overrides,omitempty"`
+}
+
+// Windows are default stale windows; nil: the built-in default
+// (stale_while_revalidate: the route's ttl; stale_if_error: 10m).
+type Windows struct {
+	StaleWhileRevalidate *Duration `yaml:"stale_while_revalidate,omitempty"`
+	StaleIfError         *Duration `yaml:"stale_if_error,omitempty"`
+}
+
+// Override changes the fields it sets of the route with its pattern; nil
+// fields keep the route's value.
+type Override struct {
+	Pattern              string    `yaml:"pattern"`
+	TTL                  *Duration `yaml:"ttl"`
+	StaleWhileRevalidate *Duration `yaml:"stale_while_revalidate"`
+	StaleIfError         *Duration `yaml:"stale_if_error"`
+	LegacyFields         *bool     `yaml:"legacy_fields"`
 }
 
 // Route is one cacheable route. A nil stale window takes its default
@@ -156,11 +190,13 @@ func Default() *Config {
 		ShutdownTimeout: Duration(10 * time.Second),
 		Log:             Log{Level: "info", Format: "json", Access: true},
 		Upstream: Upstream{
-			URL:        "https://external-api.kalshi.com",
-			Timeout:    Duration(10 * time.Second),
-			MaxRetries: 2,
-			Tier:       "basic",
-			MaxWait:    Duration(5 * time.Second),
+			URL:          "https://external-api.kalshi.com",
+			Timeout:      Duration(10 * time.Second),
+			MaxRetries:   2,
+			Tier:         "basic",
+			MaxWait:      Duration(5 * time.Second),
+			FairShare:    true,
+			FairMaxQueue: 1000,
 		},
 		Breaker: Breaker{ConsecutiveFailures: 5, OpenTimeout: Duration(10 * time.Second), HalfOpenRequests: 1},
 		Cache:   Cache{MaxBytes: 256 << 20, StaleWait: Duration(500 * time.Millisecond), Routes: DefaultRoutes()},
@@ -223,17 +259,51 @@ func DefaultRoutes() []Route {
 	}
 }
 
-// Specs converts the configured routes to route specs, filling in default
-// stale windows. legacy is compat.legacy_fields, the default of a route's
-// LegacyFields.
+// Effective returns the routes as kproxy uses them: Routes with Overrides
+// merged in by pattern (an override whose pattern is not in Routes is
+// skipped here; Validate reports it).
+func (c *Cache) Effective() []Route {
+	out := slices.Clone(c.Routes)
+	for _, o := range c.Overrides {
+		i := slices.IndexFunc(out, func(r Route) bool { return r.Pattern == o.Pattern })
+		if i < 0 {
+			continue
+		}
+		r := &out[i]
+		if o.TTL != nil {
+			r.TTL = *o.TTL
+		}
+		if o.StaleWhileRevalidate != nil {
+			r.StaleWhileRevalidate = o.StaleWhileRevalidate
+		}
+		if o.StaleIfError != nil {
+			r.StaleIfError = o.StaleIfError
+		}
+		if o.LegacyFields != nil {
+			r.LegacyFields = o.LegacyFields
+		}
+	}
+	return out
+}
+
+// Specs converts the effective routes to route specs, filling in the stale
+// windows a route does not set from Defaults, then the built-in defaults.
+// legacy is compat.legacy_fields, the default of a route's LegacyFields.
 func (c *Cache) Specs(legacy bool) []route.Spec {
-	out := make([]route.Spec, len(c.Routes))
-	for i, r := range c.Routes {
+	routes := c.Effective()
+	out := make([]route.Spec, len(routes))
+	for i, r := range routes {
 		lf := legacy
 		if r.LegacyFields != nil {
 			lf = *r.LegacyFields
 		}
 		swr, sie := time.Duration(r.TTL), DefaultStaleIfError
+		if d := c.Defaults.StaleWhileRevalidate; d != nil {
+			swr = time.Duration(*d)
+		}
+		if d := c.Defaults.StaleIfError; d != nil {
+			sie = time.Duration(*d)
+		}
 		if r.StaleWhileRevalidate != nil {
 			swr = time.Duration(*r.StaleWhileRevalidate)
 		}
@@ -312,12 +382,12 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		return keyErr("shutdown_timeout", c.ShutdownTimeout, "must not be negative")
 	}
-	switch c.Log.Level {
+	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
 		return keyErr("log.level", c.Log.Level, "must be debug, info, warn or error")
 	}
-	switch c.Log.Format {
+	switch strings.ToLower(c.Log.Format) {
 	case "json", "text":
 	default:
 		return keyErr("log.format", c.Log.Format, "must be json or text")
@@ -342,6 +412,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Upstream.MaxWait < 0 {
 		return keyErr("upstream.max_wait", c.Upstream.MaxWait, "must not be negative")
+	}
+	if c.Upstream.FairMaxQueue < 0 {
+		return keyErr("upstream.fair_max_queue", c.Upstream.FairMaxQueue, "must not be negative")
 	}
 	if (c.Upstream.APIKeyID == "") != (c.Upstream.PrivateKeyFile == "") {
 		return keyErr("upstream.private_key_file", c.Upstream.PrivateKeyFile, "api_key_id and private_key_file must be set together")
@@ -371,6 +444,32 @@ func (c *Config) Validate() error {
 		}
 		if r.StaleIfError != nil && *r.StaleIfError < 0 {
 			return keyErr(k+".stale_if_error", *r.StaleIfError, "must not be negative")
+		}
+	}
+	for _, w := range []struct {
+		key string
+		d   *Duration
+	}{
+		{"cache.defaults.stale_while_revalidate", c.Cache.Defaults.StaleWhileRevalidate},
+		{"cache.defaults.stale_if_error", c.Cache.Defaults.StaleIfError},
+	} {
+		if w.d != nil && *w.d < 0 {
+			return keyErr(w.key, *w.d, "must not be negative")
+		}
+	}
+	for i, o := range c.Cache.Overrides {
+		k := fmt.Sprintf("cache.overrides[%d]", i)
+		if !slices.ContainsFunc(c.Cache.Routes, func(r Route) bool { return r.Pattern == o.Pattern }) {
+			return keyErr(k+".pattern", o.Pattern, "no route has this pattern (kproxy check-config lists them; to add a route, list it in cache.routes)")
+		}
+		if o.TTL != nil && *o.TTL <= 0 {
+			return keyErr(k+".ttl", *o.TTL, "must be positive")
+		}
+		if o.StaleWhileRevalidate != nil && *o.StaleWhileRevalidate < 0 {
+			return keyErr(k+".stale_while_revalidate", *o.StaleWhileRevalidate, "must not be negative")
+		}
+		if o.StaleIfError != nil && *o.StaleIfError < 0 {
+			return keyErr(k+".stale_if_error", *o.StaleIfError, "must not be negative")
 		}
 	}
 	if _, err := route.NewTable(c.Cache.Specs(c.Compat.LegacyFields)); err != nil {

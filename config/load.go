@@ -19,66 +19,125 @@ const DefaultFile = "config.yaml"
 type Sources struct {
 	// File is the -config flag; empty means not given.
 	File string
-	// Getenv reads the environment; nil means os.Getenv.
-	Getenv func(string) string
+	// Environ lists the environment as KEY=VALUE pairs; Getenv reads one
+	// variable. With both nil the process environment is used. With only
+	// Getenv set, unknown KPROXY_* variables cannot be found and go
+	// unnoticed.
+	Environ []string
+	Getenv  func(string) string
 	// Listen and Upstream are the -listen and -upstream flags; empty means
 	// not given.
 	Listen, Upstream string
+}
+
+// Loaded is an effective configuration and where its values came from.
+type Loaded struct {
+	Config *Config
+	// File is the config file read; empty when there was none (built-in
+	// defaults and the environment only).
+	File string
+	// From maps a dotted key to the variable or flag that set it
+	// ("KPROXY_LISTEN", "-listen"); keys from the file or the defaults are
+	// absent.
+	From map[string]string
+}
+
+// Name is how an error names key: with the variable or flag that set it
+// when there was one ("KPROXY_LISTEN (listen)"), else the key itself.
+func (l *Loaded) Name(key string) string {
+	if n, ok := l.From[key]; ok {
+		return varKey(n, key)
+	}
+	return key
 }
 
 // Load builds the effective configuration: defaults, then the file, then
 // the environment, then flags; and validates it. A file named by -config or
 // KPROXY_CONFIG must exist; the default file may be absent.
 func Load(src Sources) (*Config, string, error) {
-	getenv := src.Getenv
-	if getenv == nil {
-		getenv = os.Getenv
+	l, err := Resolve(src)
+	if err != nil {
+		file := ""
+		if l != nil {
+			file = l.File
+		}
+		return nil, file, err
+	}
+	return l.Config, l.File, nil
+}
+
+// Resolve is Load, also reporting where each value came from. On an error
+// the Loaded it returns (possibly nil) names the file involved. An error
+// in a value set by a variable or a flag names it.
+func Resolve(src Sources) (*Loaded, error) {
+	env := environment{get: src.Getenv}
+	switch {
+	case src.Environ != nil:
+		m := map[string]string{}
+		for _, kv := range src.Environ {
+			k, v, _ := strings.Cut(kv, "=")
+			m[k] = v
+			if strings.HasPrefix(k, EnvPrefix) && v != "" {
+				env.names = append(env.names, k)
+			}
+		}
+		if env.get == nil {
+			env.get = func(k string) string { return m[k] }
+		}
+	case env.get == nil:
+		env.get = os.Getenv
+		for _, kv := range os.Environ() {
+			if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, EnvPrefix) && v != "" {
+				env.names = append(env.names, k)
+			}
+		}
 	}
 	cfg := Default()
+	l := &Loaded{Config: cfg, From: map[string]string{}}
 	file, named := src.File, true
 	if file == "" {
-		file = getenv("KPROXY_CONFIG")
+		file = env.get(fileVar)
 	}
 	if file == "" {
 		file, named = DefaultFile, false
 	}
+	l.File = file
 	data, err := os.ReadFile(file)
 	switch {
 	case err == nil:
 		if err := Decode(data, cfg); err != nil {
-			return nil, file, err
+			return l, err
 		}
 	case !named && errors.Is(err, os.ErrNotExist):
-		file = ""
+		l.File = ""
 	default:
-		return nil, file, fmt.Errorf("config: %w", err)
+		return l, fmt.Errorf("config: %w", err)
 	}
-	env := []struct {
-		name string
-		dst  *string
-	}{
-		{"KPROXY_LISTEN", &cfg.Listen},
-		{"KPROXY_UPSTREAM", &cfg.Upstream.URL},
-		{"KPROXY_ADMIN_TOKEN", &cfg.Admin.Token},
-		{"KPROXY_LOG_LEVEL", &cfg.Log.Level},
-		{"KPROXY_LOG_FORMAT", &cfg.Log.Format},
-		{"KPROXY_REDIS_URL", &cfg.Redis.URL},
-	}
-	for _, e := range env {
-		if v := getenv(e.name); v != "" {
-			*e.dst = v
-		}
+	if err := applyEnv(cfg, env, l.From); err != nil {
+		return l, err
 	}
 	if src.Listen != "" {
-		cfg.Listen = src.Listen
+		cfg.Listen, l.From["listen"] = src.Listen, "-listen"
 	}
 	if src.Upstream != "" {
-		cfg.Upstream.URL = src.Upstream
+		cfg.Upstream.URL, l.From["upstream.url"] = src.Upstream, "-upstream"
 	}
+	cfg.normalize()
 	if err := cfg.Validate(); err != nil {
-		return nil, file, err
+		var ke *KeyError
+		if errors.As(err, &ke) {
+			ke.Key = l.Name(ke.Key)
+		}
+		return l, err
 	}
-	return cfg, file, nil
+	return l, nil
+}
+
+// normalize puts values given in any case into the form Validate expects.
+func (c *Config) normalize() {
+	c.Log.Level = strings.ToLower(strings.TrimSpace(c.Log.Level))
+	c.Log.Format = strings.ToLower(strings.TrimSpace(c.Log.Format))
+	c.Upstream.Tier = strings.ToLower(strings.TrimSpace(c.Upstream.Tier))
 }
 
 // Decode reads YAML into cfg, over the values already there. Unknown keys
@@ -96,7 +155,11 @@ func Decode(data []byte, cfg *Config) error {
 	if len(doc.Content) == 0 {
 		return nil
 	}
-	return decode(doc.Content[0], reflect.ValueOf(cfg).Elem(), "")
+	if err := decode(doc.Content[0], reflect.ValueOf(cfg).Elem(), ""); err != nil {
+		return err
+	}
+	cfg.normalize()
+	return nil
 }
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
@@ -135,6 +198,10 @@ func decode(n *yaml.Node, v reflect.Value, key string) error {
 	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Struct {
 		if n.Kind != yaml.SequenceNode {
 			return &KeyError{Key: key, Value: n.Value, Err: errors.New("must be a list")}
+		}
+		if len(n.Content) == 0 {
+			v.SetZero() // an empty list is no list: [] and nil mean the same
+			return nil
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
@@ -185,23 +252,39 @@ func orRoot(k string) string {
 }
 
 // YAML renders the effective configuration, with the values that defaults
-// and the tier fill in written out, and the admin token redacted.
+// and the tier fill in written out, cache.overrides and cache.defaults
+// merged into cache.routes (one line a route), and the admin token
+// redacted. Read back, it configures the same kproxy.
 func (c *Config) YAML() string {
 	eff := *c
 	if eff.Admin.Token != "" {
 		eff.Admin.Token = "(redacted)" // a secret never goes to a terminal or a log
 	}
+	eff.Redis.URL = redactURL(c.Redis.URL)
 	read, write := c.Upstream.Rates()
 	eff.Upstream.ReadRate, eff.Upstream.WriteRate = &read, &write
-	eff.Cache.Routes = make([]Route, len(c.Cache.Routes))
-	for i, s := range c.Cache.Specs(c.Compat.LegacyFields) {
-		swr, sie := Duration(s.StaleWhileRevalidate), Duration(s.StaleIfError)
-		eff.Cache.Routes[i] = Route{Pattern: s.Pattern, TTL: Duration(s.TTL), StaleWhileRevalidate: &swr, StaleIfError: &sie}
+	specs := c.Cache.Specs(c.Compat.LegacyFields)
+	eff.Cache.Routes = make([]Route, len(specs))
+	for i, s := range specs {
+		swr, sie, lf := Duration(s.StaleWhileRevalidate), Duration(s.StaleIfError), s.LegacyFields
+		eff.Cache.Routes[i] = Route{Pattern: s.Pattern, TTL: Duration(s.TTL), StaleWhileRevalidate: &swr, StaleIfError: &sie, LegacyFields: &lf}
 	}
+	eff.Cache.Overrides = nil
 	var b bytes.Buffer
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
 	enc.Encode(&eff)
 	enc.Close()
 	return b.String()
+}
+
+// MarshalYAML writes a route on one line.
+func (r Route) MarshalYAML() (any, error) {
+	type plain Route // without this method
+	var n yaml.Node
+	if err := n.Encode(plain(r)); err != nil {
+		return nil, err
+	}
+	n.Style = yaml.FlowStyle
+	return &n, nil
 }

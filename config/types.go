@@ -26,7 +26,18 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // MarshalYAML writes the duration as a string.
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
-func (d Duration) String() string { return time.Duration(d).String() }
+// String writes d as a Go duration without zero trailing units ("10m",
+// not "10m0s").
+func (d Duration) String() string {
+	s := time.Duration(d).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
 
 // ParseDuration parses a Go duration; a bare "0" is allowed.
 func ParseDuration(s string) (Duration, error) {

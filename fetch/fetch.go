@@ -17,8 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/singleflight"
-
 	"github.com/kproxy/kproxy/cache"
 	"github.com/kproxy/kproxy/metrics"
 	"github.com/kproxy/kproxy/route"
@@ -50,6 +48,15 @@ type Config struct {
 	// lookup (the live feed's hot set). It runs on the hit path: it must be
 	// cheap and must not block.
 	OnRequest func(req *Request)
+	// StaleWait is the longest a request holding a copy within
+	// stale_if_error waits for a slow upstream before it is answered
+	// STALE; 0 means it waits for the fetch. A failed attempt answers it
+	// at once either way.
+	StaleWait time.Duration
+	// Shared, if set, is the tier several replicas share (L2): consulted
+	// on an L1 miss, and claimed before an upstream fetch so that one
+	// replica fetches a key for all.
+	Shared Shared
 	// Metrics and Logger may be nil.
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
@@ -59,20 +66,23 @@ type Config struct {
 
 // Fetcher is safe for concurrent use.
 type Fetcher struct {
-	store   cache.Store
-	up      *upstream.Client
-	group   singleflight.Group
-	timeout time.Duration
-	negTTL  time.Duration
-	maxBody int64
-	m       *metrics.Metrics
-	log     *slog.Logger
-	now     func() time.Time
-	auto    *autoBatcher
-	xform   func(*route.Route, []byte) []byte
-	onReq   func(*Request)
-	bg      sync.WaitGroup
-	mu      sync.Mutex
+	store cache.Store
+	up    *upstream.Client
+	calls calls
+	// staleWait bounds the wait of a request holding a stale copy.
+	staleWait time.Duration
+	timeout   time.Duration
+	negTTL    time.Duration
+	maxBody   int64
+	m         *metrics.Metrics
+	log       *slog.Logger
+	now       func() time.Time
+	auto      *autoBatcher
+	xform     func(*route.Route, []byte) []byte
+	onReq     func(*Request)
+	shared    Shared
+	bg        sync.WaitGroup
+	mu        sync.Mutex
 	// inflight counts the upstream fetches under way per key.
 	inflight map[string]int
 }
@@ -83,17 +93,19 @@ func New(cfg Config) (*Fetcher, error) {
 		return nil, errors.New("fetch: store and upstream are required")
 	}
 	f := &Fetcher{
-		store:    cfg.Store,
-		up:       cfg.Upstream,
-		timeout:  cfg.Timeout,
-		negTTL:   cfg.NegativeTTL,
-		maxBody:  cfg.MaxBody,
-		m:        cfg.Metrics,
-		log:      cfg.Logger,
-		now:      cfg.Now,
-		xform:    cfg.Transform,
-		onReq:    cfg.OnRequest,
-		inflight: map[string]int{},
+		store:     cfg.Store,
+		up:        cfg.Upstream,
+		timeout:   cfg.Timeout,
+		negTTL:    cfg.NegativeTTL,
+		maxBody:   cfg.MaxBody,
+		m:         cfg.Metrics,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		xform:     cfg.Transform,
+		onReq:     cfg.OnRequest,
+		shared:    cfg.Shared,
+		staleWait: cfg.StaleWait,
+		inflight:  map[string]int{},
 	}
 	if f.timeout <= 0 {
 		f.timeout = 30 * time.Second
@@ -127,12 +139,23 @@ type Request struct {
 	Header http.Header
 	// NoCache forces a fresh upstream fetch (still coalesced).
 	NoCache bool
+	// OnlyIfCached answers from the cache (fresh, or stale within either
+	// stale window) or fails with 504 not_cached; nothing is fetched.
+	OnlyIfCached bool
+	// Client names the client for fair shares of the upstream budget;
+	// empty means its KALSHI-ACCESS-KEY, else the host of RemoteAddr.
+	Client string
 	// RemoteAddr is the client's address (http.Request.RemoteAddr); its
 	// host is appended to X-Forwarded-For on a fetch this request starts
 	// (worked out then, not on a hit). Empty means none.
 	RemoteAddr string
 	// Now is when the request arrived; zero means the Fetcher's clock.
 	Now time.Time
+
+	// Set on the copy a fetch runs with (miss): the client named, and the
+	// call the fetch runs for.
+	client string
+	call   *call
 }
 
 // Outcome names how a request was answered. The same words feed
@@ -156,16 +179,19 @@ const (
 	Collapsed
 	// Failed: no answer; Result.Err says why.
 	Failed
+	// SharedHit: a fresh entry found in the shared tier (another replica
+	// fetched it); an X-Cache HIT with detail=shared.
+	SharedHit
 )
 
-var outcomeNames = [...]string{"hit", "stale", "stale-if-error", "stored", "uncacheable", "collapsed", "failed"}
+var outcomeNames = [...]string{"hit", "stale", "stale-if-error", "stored", "uncacheable", "collapsed", "failed", "shared"}
 
 func (o Outcome) String() string { return outcomeNames[o] }
 
 // XCache is the X-Cache value of the outcome.
 func (o Outcome) XCache() string {
 	switch o {
-	case Hit:
+	case Hit, SharedHit:
 		return "HIT"
 	case Revalidating, StaleOnError:
 		return "STALE"
@@ -182,8 +208,14 @@ type Result struct {
 	// Fwd is the RFC 9211 fwd reason of a forwarded request: uri-miss,
 	// stale or request (client no-cache).
 	Fwd string
-	// FwdStatus, on StaleOnError, is the status the client would have got.
+	// FwdStatus, on StaleOnError, is the status the client would have got
+	// (of the first failed attempt, when the copy was served before the
+	// fetch ended); 0 when Detail says why instead.
 	FwdStatus int
+	// Detail, on a stale answer that no failure caused, says what did:
+	// "stale-wait" (the upstream took longer than stale_wait) or
+	// "only-if-cached" (the client asked for a cached answer only).
+	Detail string
 	// Err is set when Outcome is Failed.
 	Err *upstream.Error
 	// Attempts counts upstream attempts this request's own fetch made.
@@ -196,8 +228,15 @@ type flight struct {
 	stored     bool
 	fromCache  bool
 	credential bool // a 401/403 answer to the starter's credentials
-	err        *upstream.Error
-	attempts   int
+	// Shared tier (fetch/shared.go): shared is a stored entry found there,
+	// remote an answer another replica fetched; private an answer that is
+	// not for other clients; epoch the L1 fence; retention how long a
+	// stored entry is kept.
+	shared, remote, private bool
+	epoch                   uint64
+	retention               time.Duration
+	err                     *upstream.Error
+	attempts                int
 }
 
 // Get answers req from the cache or through one shared upstream fetch. It
@@ -211,8 +250,19 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 		f.onReq(req)
 	}
 	cached, ok := f.store.Get(req.Key)
+	sharedHit := false
+	if !ok && f.shared != nil {
+		cached, ok = f.lookupShared(ctx, req.Key, now)
+		sharedHit = ok
+	}
+	if req.OnlyIfCached {
+		return onlyIfCached(cached, ok, sharedHit, now)
+	}
 	if ok && !req.NoCache {
 		if cached.Fresh(now) {
+			if sharedHit {
+				return Result{Entry: cached, Outcome: SharedHit}
+			}
 			return Result{Entry: cached, Outcome: Hit}
 		}
 		if cached.Revalidatable(now) {
@@ -238,21 +288,42 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 }
 
 // miss waits for (or starts) the shared fetch of req's key. req is a copy:
-// the fetch may outlive the caller.
+// the fetch may outlive the caller. A request holding a copy within
+// stale_if_error (and not asking for a fresh answer) waits for the fetch
+// only until an attempt fails or stale_wait passes, then gets the copy; the
+// fetch goes on.
 func (f *Fetcher) miss(ctx context.Context, req Request, cached *cache.Entry, ok bool, fwd string) Result {
 	hdr := outgoingHeader(req.Header, req.RemoteAddr)
-	led := false
-	ch := f.group.DoChan(req.Key, func() (any, error) {
-		led = true
-		return f.load(&req, hdr, !req.NoCache), nil
+	req.client = clientOf(&req)
+	c, led := f.join(req.Key, func(c *call) *flight {
+		r := req
+		r.call = c
+		return f.load(&r, hdr, !req.NoCache)
 	})
-	var fl *flight
+	var failed <-chan struct{}
+	var waited <-chan time.Time
+	if ok && !req.NoCache && cached.ServableOnError(f.now()) {
+		failed = c.failed
+		if f.staleWait > 0 {
+			t := time.NewTimer(f.staleWait)
+			defer t.Stop()
+			waited = t.C
+		}
+	}
 	select {
-	case r := <-ch:
-		fl = r.Val.(*flight)
+	case <-c.done:
+	case <-failed:
+		if !ended(c) {
+			return earlyStale(cached, c, led, fwd, c.failStatus, "")
+		}
+	case <-waited:
+		if !ended(c) {
+			return earlyStale(cached, c, led, fwd, 0, "stale-wait")
+		}
 	case <-ctx.Done():
 		return Result{Outcome: Failed, Fwd: fwd, Err: &upstream.Error{Status: 499, Code: "client_closed", Msg: "request canceled", Err: ctx.Err()}}
 	}
+	fl := c.fl
 	if !led && fl.credential {
 		// A 401/403 answered the starter's credentials, not ours: try
 		// again alone, with our own.
@@ -283,6 +354,10 @@ func (f *Fetcher) miss(ctx context.Context, req Request, cached *cache.Entry, ok
 	}
 	res.Entry = fl.entry
 	switch {
+	case fl.shared:
+		res.Outcome = SharedHit
+	case fl.remote:
+		res.Outcome = Collapsed
 	case fl.fromCache:
 		res.Outcome = Hit
 	case !led:
@@ -296,24 +371,22 @@ func (f *Fetcher) miss(ctx context.Context, req Request, cached *cache.Entry, ok
 }
 
 // refresh starts one background refresh of req's key unless a fetch of it
-// is under way: a burst of stale hits on one key starts one goroutine, not
-// one per hit (the few that race past the check join its flight).
+// is under way: a burst of stale hits on one key starts one fetch, not one
+// per hit (the few that race past the check find its call).
 func (f *Fetcher) refresh(req *Request) {
 	if f.fetching(req.Key) {
 		return
 	}
-	hdr := outgoingHeader(req.Header, req.RemoteAddr)
 	r := *req
-	f.bg.Add(1)
-	go func() {
-		defer f.bg.Done()
-		ch := f.group.DoChan(r.Key, func() (any, error) {
-			// Check the cache again: a refresh that finished after this
-			// request saw the stale entry must not be repeated.
-			return f.load(&r, hdr, true), nil
-		})
-		<-ch
-	}()
+	hdr := outgoingHeader(r.Header, r.RemoteAddr)
+	r.client = clientOf(&r)
+	f.join(r.Key, func(c *call) *flight {
+		rc := r
+		rc.call = c
+		// Check the cache again: a refresh that finished after this
+		// request saw the stale entry must not be repeated.
+		return f.load(&rc, hdr, true)
+	})
 }
 
 // mark counts a fetch of key starting (+1) or ending (-1).
@@ -345,6 +418,7 @@ func (f *Fetcher) Wait() { f.bg.Wait() }
 // in the cache: a flight that started just after another one stored the
 // key must not fetch it a second time.
 func (f *Fetcher) load(req *Request, hdr http.Header, checkCache bool) (fl *flight) {
+	epoch, start := f.sharedEpoch(), f.now()
 	f.bg.Add(1)
 	defer f.bg.Done()
 	f.mark(req.Key, 1)
@@ -362,8 +436,16 @@ func (f *Fetcher) load(req *Request, hdr http.Header, checkCache bool) (fl *flig
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
 	defer cancel()
-	fl = &flight{}
+	if f.shared != nil {
+		sfl, claim, done := f.acquireShared(ctx, req, checkCache, start, epoch)
+		if done {
+			return sfl
+		}
+		defer func() { releaseShared(claim, fl) }()
+	}
+	fl = &flight{epoch: epoch}
 	ctx = upstream.WithRoute(ctx, req.Route.Pattern, &fl.attempts)
+	ctx = f.watch(ctx, req) // stale_wait and fair shares (fetch/stale.go)
 	if f.up.Signs() {
 		ctx = upstream.WithOwnKey(ctx)
 	}
@@ -418,8 +500,10 @@ func (f *Fetcher) finish(fl *flight, req *Request, status int, header http.Heade
 	}
 	fl.entry = cache.NewEntry(req.Key, status, header, body, f.now(), w, storable)
 	fl.credential = (status == http.StatusUnauthorized || status == http.StatusForbidden) && !f.up.Signs()
+	_, _, public := f.policy(req.Route, http.StatusOK, header)
+	fl.private = !public
 	if storable {
-		f.store.Set(fl.entry, retention)
+		f.storeFenced(fl, retention)
 		fl.stored = true
 	}
 }
@@ -484,17 +568,8 @@ func outgoingHeader(in http.Header, remoteAddr string) http.Header {
 }
 
 // NoCache reports whether a request's headers ask for a fresh answer
-// (Cache-Control or Pragma no-cache).
-func NoCache(h http.Header) bool {
-	for _, name := range [...]string{"Cache-Control", "Pragma"} {
-		for _, v := range h[name] {
-			if strings.Contains(strings.ToLower(v), "no-cache") {
-				return true
-			}
-		}
-	}
-	return false
-}
+// (ParseDirectives: no-cache, max-age=0, Pragma: no-cache).
+func NoCache(h http.Header) bool { return ParseDirectives(h).NoCache }
 
 // ClientIP is the address of a request's peer, as X-Forwarded-For records it.
 func ClientIP(r *http.Request) string { return hostOf(r.RemoteAddr) }

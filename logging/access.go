@@ -61,7 +61,9 @@ type Request struct {
 	Method, Route, Cache string
 	Status, Attempts     int
 	Duration             time.Duration
-	Path                 string
+	// Path is the request path; Query, when not empty, its raw query,
+	// logged as path?query in one field.
+	Path, Query string
 }
 
 // LogRequest writes r as one line, the same line Handle writes for a
@@ -85,9 +87,13 @@ func (h *AccessHandler) LogRequest(r Request) {
 	b = strconv.AppendFloat(b, float64(r.Duration.Microseconds())/1000, 'f', -1, 64)
 	b = append(b, `,"upstream_attempts":`...)
 	b = strconv.AppendInt(b, int64(r.Attempts), 10)
-	b = append(b, `,"path":`...)
-	b = appendString(b, r.Path)
-	b = append(b, '}', '\n')
+	b = append(b, `,"path":"`...)
+	b = appendEscaped(b, r.Path)
+	if r.Query != "" {
+		b = append(b, '?')
+		b = appendEscaped(b, r.Query)
+	}
+	b = append(b, '"', '}', '\n')
 	h.w.Write(b)
 	*bp = b
 	bufPool.Put(bp)
@@ -138,8 +144,14 @@ var plainJSON = func() (t [256]bool) {
 
 // appendString appends s as a JSON string.
 func appendString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
 	b = append(b, '"')
+	b = appendEscaped(b, s)
+	return append(b, '"')
+}
+
+// appendEscaped appends s escaped for the inside of a JSON string.
+func appendEscaped(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
@@ -175,6 +187,5 @@ func appendString(b []byte, s string) []byte {
 		}
 		i += size
 	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	return append(b, s[start:]...)
 }

@@ -88,3 +88,24 @@ func TestLogRequestMatchesHandle(t *testing.T) {
 		t.Errorf("not JSON: %s", typed.String())
 	}
 }
+
+func TestLogRequestWritesThePathWithItsQuery(t *testing.T) {
+	tests := []struct{ name, path, query, want string }{
+		{"no query", "/trade-api/v2/markets", "", "/trade-api/v2/markets"},
+		{"query", "/trade-api/v2/markets", "series_ticker=KXFOO&status=open", "/trade-api/v2/markets?series_ticker=KXFOO&status=open"},
+		{"escaped", "/trade-api/v2/markets", `tickers=A"B\C`, `/trade-api/v2/markets?tickers=A"B\C`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			NewAccessHandler(&b).LogRequest(Request{Time: time.Now(), Method: "GET", Path: tt.path, Query: tt.query})
+			var line struct{ Path string }
+			if err := json.Unmarshal(b.Bytes(), &line); err != nil {
+				t.Fatalf("not JSON: %s (%v)", b.String(), err)
+			}
+			if line.Path != tt.want {
+				t.Errorf("path = %q, want %q", line.Path, tt.want)
+			}
+		})
+	}
+}

@@ -32,6 +32,46 @@ type Metrics struct {
 	// ("read", "write"), set once at startup, so dashboards can draw the
 	// upstream rate against it.
 	UpstreamBudget *prometheus.GaugeVec
+	// RedisUp is kproxy_redis_up (1 while Redis answers, else 0); nil
+	// until EnableRedis registers it (only with redis.url set).
+	RedisUp prometheus.Gauge
+}
+
+// EnableRedis registers the shared tier's metrics (kproxy_redis_up).
+// Call it once, before serving.
+func (m *Metrics) EnableRedis() {
+	m.RedisUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "kproxy_redis_up", Help: "1 while Redis (the shared tier) answers, 0 while kproxy serves without it.",
+	})
+	m.Registry.MustRegister(m.RedisUp)
+}
+
+// LiveMetrics are the push feed's metrics (live.enabled).
+type LiveMetrics struct {
+	// Connected is kproxy_live_connected: 1 while the feed's WebSocket to
+	// Kalshi is up, else 0.
+	Connected prometheus.Gauge
+	// Messages is kproxy_live_messages_total{type}: frames received, by
+	// message type (ticker, market_lifecycle_v2, subscribed, ok, error, ...;
+	// "invalid" for frames that are not JSON messages, "unknown" for types
+	// kproxy does not know, "rejected" for ticker messages with values out of
+	// range).
+	Messages *prometheus.CounterVec
+}
+
+// EnableLive registers the push feed's metrics and returns them. Call it
+// once, before serving.
+func (m *Metrics) EnableLive() *LiveMetrics {
+	l := &LiveMetrics{
+		Connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kproxy_live_connected", Help: "1 while the live feed's WebSocket to Kalshi is connected, else 0.",
+		}),
+		Messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_live_messages_total", Help: "Messages received on the live feed, by type (invalid: not a JSON message; unknown: a type kproxy ignores; rejected: values out of range).",
+		}, []string{"type"}),
+	}
+	m.Registry.MustRegister(l.Connected, l.Messages)
+	return l
 }
 
 // CacheStats reports the cache's size for the gauges.

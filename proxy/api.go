@@ -45,10 +45,9 @@ func (s *Server) handleAPI(c echo.Context) error {
 	info := reqInfo{route: "other", cache: "BYPASS"}
 	defer s.observe(c, &info, start)
 
-	escaped := r.URL.RawPath
-	if escaped == "" {
-		escaped = r.URL.Path
-	}
+	// The path as the client wrote it: what goes upstream, once. (Path
+	// alone would send "%2541" as "%41", decoded twice.)
+	escaped := r.URL.EscapedPath()
 	if err := route.CheckPath(escaped, r.URL.Path); err != nil {
 		info.cache, info.status = "", http.StatusBadRequest
 		httperr.Write(c.Response(), http.StatusBadRequest, "bad_path", err.Error(), 0)
@@ -61,15 +60,19 @@ func (s *Server) handleAPI(c echo.Context) error {
 		return nil
 	}
 	info.route = rt.Pattern
+	// Request cache directives (docs/cache-control.md): parsed without
+	// allocating; others are ignored.
+	dir := fetch.ParseDirectives(r.Header)
 	res := s.fetch.Get(r.Context(), &fetch.Request{
-		Route:       rt,
-		Key:         route.Key(r.URL.Path, r.URL.RawQuery),
-		EscapedPath: escaped,
-		RawQuery:    r.URL.RawQuery,
-		Header:      r.Header,
-		Now:         start,
-		NoCache:     fetch.NoCache(r.Header),
-		RemoteAddr:  r.RemoteAddr,
+		Route:        rt,
+		Key:          route.Key(r.URL.Path, r.URL.RawQuery),
+		EscapedPath:  escaped,
+		RawQuery:     r.URL.RawQuery,
+		Header:       r.Header,
+		Now:          start,
+		NoCache:      dir.NoCache,
+		OnlyIfCached: dir.OnlyIfCached,
+		RemoteAddr:   r.RemoteAddr,
 	})
 	info.attempts = res.Attempts
 	info.cache = res.Outcome.XCache()
@@ -80,7 +83,11 @@ func (s *Server) handleAPI(c echo.Context) error {
 		}
 		h := c.Response().Header()
 		h["X-Cache"] = xMiss
-		h["Cache-Status"] = []string{"kproxy; fwd=" + res.Fwd + "; detail=" + res.Err.Code}
+		if res.Fwd == "" { // not forwarded (only-if-cached)
+			h["Cache-Status"] = []string{"kproxy; detail=" + res.Err.Code}
+		} else {
+			h["Cache-Status"] = []string{"kproxy; fwd=" + res.Fwd + "; detail=" + res.Err.Code}
+		}
 		httperr.Write(c.Response(), res.Err.Status, res.Err.Code, res.Err.Msg, res.Err.RetryAfter)
 		return nil
 	}
@@ -111,6 +118,8 @@ func (s *Server) writeEntry(w *echo.Response, r *http.Request, res fetch.Result,
 		switch res.Outcome.XCache() {
 		case "STALE":
 			h["X-Cache"] = xStale
+		case "HIT": // a hit from the shared tier
+			h["X-Cache"] = xHit
 		default:
 			h["X-Cache"] = xMiss
 		}
@@ -141,9 +150,17 @@ func cacheStatus(res fetch.Result, ttl time.Duration) string {
 	case fetch.Revalidating:
 		return "kproxy; hit; ttl=" + secs + "; fwd=stale; detail=revalidating"
 	case fetch.StaleOnError:
+		switch {
+		case res.Detail == "only-if-cached": // served without forwarding
+			return "kproxy; hit; ttl=" + secs + "; detail=only-if-cached"
+		case res.Detail != "": // stale-wait: the upstream was too slow
+			return "kproxy; hit; ttl=" + secs + "; fwd=stale; detail=" + res.Detail
+		}
 		return "kproxy; hit; ttl=" + secs + "; fwd=stale; fwd-status=" + strconv.Itoa(res.FwdStatus)
 	case fetch.Hit:
 		return "kproxy; hit; ttl=" + secs
+	case fetch.SharedHit:
+		return "kproxy; hit; ttl=" + secs + "; detail=shared"
 	case fetch.Stored:
 		return "kproxy; fwd=" + res.Fwd + "; stored"
 	case fetch.Collapsed:
@@ -153,42 +170,68 @@ func cacheStatus(res fetch.Result, ttl time.Duration) string {
 	}
 }
 
-// acceptsGzip reports whether Accept-Encoding values allow gzip (q > 0),
-// without allocating.
+// acceptsGzip reports whether Accept-Encoding values allow gzip (RFC 9110
+// section 12.5.3): the first member naming gzip decides by its weight (q,
+// any case, among any parameters; q=0 refuses); without one, the first "*"
+// decides; without either, gzip is not acceptable. It does not allocate.
 func acceptsGzip(values []string) bool {
+	star, starSeen := false, false
 	for _, v := range values {
 		for v != "" {
 			var item string
 			item, v, _ = strings.Cut(v, ",")
 			name, params, _ := strings.Cut(item, ";")
 			name = strings.TrimSpace(name)
-			if !strings.EqualFold(name, "gzip") && name != "*" {
-				continue
+			switch {
+			case strings.EqualFold(name, "gzip"):
+				return weightNonZero(params)
+			case name == "*" && !starSeen:
+				star, starSeen = weightNonZero(params), true
 			}
-			q := strings.TrimSpace(params)
-			if qv, ok := strings.CutPrefix(q, "q="); ok {
-				if f, err := strconv.ParseFloat(strings.TrimSpace(qv), 64); err == nil && f == 0 {
-					return false
-				}
-			}
-			return true
 		}
 	}
-	return false
+	return star
+}
+
+// weightNonZero reports whether the q parameter among an Accept-Encoding
+// member's parameters is absent, unparsable or not zero.
+func weightNonZero(params string) bool {
+	for params != "" {
+		var p string
+		p, params, _ = strings.Cut(params, ";")
+		name, value, _ := strings.Cut(strings.TrimSpace(p), "=")
+		if !strings.EqualFold(strings.TrimSpace(name), "q") {
+			continue
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		return err != nil || f != 0
+	}
+	return true
 }
 
 // matchesETag reports whether If-None-Match values match etag (weak
-// comparison, RFC 9110 section 13.1.2).
+// comparison, RFC 9110 section 13.1.2). An entity-tag is read as a quoted
+// string, so a comma inside one does not split it. It does not allocate.
 func matchesETag(values []string, etag string) bool {
 	etag = strings.TrimPrefix(etag, "W/")
 	for _, v := range values {
+		if strings.TrimSpace(v) == "*" {
+			return true
+		}
 		for v != "" {
-			var tag string
-			tag, v, _ = strings.Cut(v, ",")
-			tag = strings.TrimSpace(tag)
-			if tag == "*" || strings.TrimPrefix(tag, "W/") == etag {
+			v = strings.TrimLeft(v, " \t,")
+			v = strings.TrimPrefix(v, "W/")
+			if v == "" || v[0] != '"' {
+				break // not an entity-tag: the rest cannot be read
+			}
+			end := strings.IndexByte(v[1:], '"')
+			if end < 0 {
+				break
+			}
+			if v[:end+2] == etag {
 				return true
 			}
+			v = v[end+2:]
 		}
 	}
 	return false
@@ -283,8 +326,18 @@ type requestLogger interface {
 	LogRequest(logging.Request)
 }
 
+// pathQuery is what the access log's path field holds: the path with its
+// query string (Kalshi's queries carry no credentials).
+func pathQuery(path, rawQuery string) string {
+	if rawQuery == "" {
+		return path
+	}
+	return path + "?" + rawQuery
+}
+
 // observe records one finished request in the metrics and the access log.
-// It never logs headers, so credentials never reach the log.
+// It never logs headers, so credentials never reach the log; the path is
+// logged with its query string, so a line says which series missed.
 func (s *Server) observe(c echo.Context, info *reqInfo, start time.Time) {
 	r := c.Request()
 	if info.status == 0 {
@@ -303,7 +356,7 @@ func (s *Server) observe(c echo.Context, info *reqInfo, start time.Time) {
 	if s.requests != nil {
 		s.requests.LogRequest(logging.Request{
 			Time: start.Add(d), Method: r.Method, Route: info.route, Status: info.status,
-			Cache: info.cache, Duration: d, Attempts: info.attempts, Path: r.URL.Path,
+			Cache: info.cache, Duration: d, Attempts: info.attempts, Path: r.URL.Path, Query: r.URL.RawQuery,
 		})
 	} else if s.access != nil {
 		// A record built here with no caller PC: slog.Logger would walk
@@ -316,7 +369,7 @@ func (s *Server) observe(c echo.Context, info *reqInfo, start time.Time) {
 			slog.String("cache", info.cache),
 			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 			slog.Int("upstream_attempts", info.attempts),
-			slog.String("path", r.URL.Path),
+			slog.String("path", pathQuery(r.URL.Path, r.URL.RawQuery)),
 		)
 		s.access.Handle(context.Background(), rec)
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -37,6 +38,8 @@ type Config struct {
 	AdminToken string
 	// UpstreamURL is shown by /readyz.
 	UpstreamURL string
+	// RedisState, if set, is shown by /readyz as "redis" ("up" or "down").
+	RedisState func() string
 	// Metrics may be nil (no /metrics, nothing recorded).
 	Metrics *metrics.Metrics
 	// Logger is for errors and state changes; AccessLog, if set, gets one
@@ -54,6 +57,7 @@ type Server struct {
 	store    cache.Store
 	admin    string
 	upURL    string
+	redis    func() string
 	m        *metrics.Metrics
 	log      *slog.Logger
 	access   slog.Handler
@@ -61,6 +65,9 @@ type Server struct {
 	rp       *httputil.ReverseProxy
 	hot      map[*route.Route]*hotMetrics
 	draining atomic.Bool
+	// allow lists the methods of each of kproxy's own paths (for 405s);
+	// written only while routes are added, before serving.
+	allow map[string][]string
 }
 
 // New builds a Server.
@@ -76,9 +83,11 @@ func New(cfg Config) (*Server, error) {
 		store:  cfg.Store,
 		admin:  cfg.AdminToken,
 		upURL:  cfg.UpstreamURL,
+		redis:  cfg.RedisState,
 		m:      cfg.Metrics,
 		log:    cfg.Logger,
 		access: cfg.AccessLog,
+		allow:  map[string][]string{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -103,6 +112,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.admin != "" {
 		s.Handle(http.MethodDelete, "/admin/cache", s.handlePurge)
+		s.Handle(http.MethodGet, "/admin/cache", s.handleList)
 	}
 	return s, nil
 }
@@ -111,9 +121,48 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.e.ServeHTTP(w, r) }
 
 // Handle adds a route of kproxy's own (batch endpoints, for example), with
-// recovery, the access log and request metrics.
+// recovery, the access log and request metrics. A GET route answers HEAD
+// too; any other method on path is answered 405 with an Allow header
+// (OPTIONS: 204 with Allow). Routes are added before the Server serves;
+// Handle is not safe to call concurrently with requests.
 func (s *Server) Handle(method, path string, h echo.HandlerFunc) {
-	s.e.Add(method, path, s.recoverJSON(s.observed(path, h)))
+	wrapped := s.recoverJSON(s.observed(path, h))
+	methods := []string{method}
+	if method == http.MethodGet {
+		methods = append(methods, http.MethodHead)
+	}
+	for _, m := range methods {
+		if !slices.Contains(s.allow[path], m) {
+			s.allow[path] = append(s.allow[path], m)
+		}
+		s.e.Add(m, path, wrapped)
+	}
+	other := s.recoverJSON(s.observed(path, s.methodNotAllowed(path)))
+	for _, m := range allMethods {
+		if !slices.Contains(s.allow[path], m) {
+			s.e.Add(m, path, other)
+		}
+	}
+}
+
+// allMethods are the methods a kproxy path answers, if only with a 405.
+var allMethods = []string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+	http.MethodDelete, http.MethodOptions, http.MethodTrace, http.MethodConnect,
+}
+
+// methodNotAllowed answers a method path has no handler for.
+func (s *Server) methodNotAllowed(path string) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		allow := strings.Join(s.allow[path], ", ")
+		c.Response().Header().Set("Allow", allow)
+		if c.Request().Method == http.MethodOptions {
+			return c.NoContent(http.StatusNoContent)
+		}
+		httperr.Write(c.Response(), http.StatusMethodNotAllowed, "method_not_allowed",
+			c.Request().Method+" "+path+" is not allowed; use "+allow, 0)
+		return nil
+	}
 }
 
 // SetDraining makes /readyz answer 503 (shutdown has begun).
@@ -189,6 +238,8 @@ type Readiness struct {
 	Breaker  string `json:"breaker"`
 	Cache    Stats  `json:"cache"`
 	Upstream string `json:"upstream"`
+	// Redis is "up" or "down" with a shared tier configured.
+	Redis string `json:"redis,omitempty"`
 }
 
 // Stats is the cache part of Readiness.
@@ -203,37 +254,15 @@ func (s *Server) handleReady(c echo.Context) error {
 	if b := s.up.Breaker(); b != nil {
 		r.Breaker = b.State().String()
 	}
+	if s.redis != nil {
+		r.Redis = s.redis()
+	}
 	code := http.StatusOK
 	if s.draining.Load() {
 		r.Status, code = "draining", http.StatusServiceUnavailable
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(code, r)
-}
-
-func (s *Server) handlePurge(c echo.Context) error {
-	auth := c.Request().Header.Get("Authorization")
-	token, ok := strings.CutPrefix(auth, "Bearer ")
-	if !ok || !equalConstantTime(token, s.admin) {
-		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="kproxy admin"`)
-		httperr.Write(c.Response(), http.StatusUnauthorized, "unauthorized", "admin token missing or wrong", 0)
-		return nil
-	}
-	prefix := c.QueryParam("prefix")
-	n := s.store.Purge(prefix)
-	s.log.Info("cache purged", "prefix", prefix, "entries", n)
-	return c.JSON(http.StatusOK, map[string]any{"purged": n, "prefix": prefix})
-}
-
-func equalConstantTime(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	var v byte
-	for i := 0; i < len(a); i++ {
-		v |= a[i] ^ b[i]
-	}
-	return v == 0
 }
 
 // Shutdown drains: readiness turns 503 at once, then the listener stops and

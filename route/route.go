@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Prefix is the path prefix of every Kalshi Trade API v2 route. kproxy is
@@ -192,6 +193,7 @@ var (
 	ErrBackslash    = errors.New("path has a backslash")
 	ErrControl      = errors.New("path has a control character")
 	ErrTooLong      = errors.New("path is too long")
+	ErrInvalidUTF8  = errors.New("path is not valid UTF-8")
 )
 
 // MaxPathLen bounds the length of a forwarded path; Kalshi's longest routes
@@ -201,10 +203,15 @@ const MaxPathLen = 2048
 // CheckPath reports why a request path under Prefix must not be forwarded:
 // escaped is the path as sent (still percent-encoded), decoded its decoded
 // form. Kalshi's paths contain none of the rejected shapes, so a rejection
-// never blocks a real call.
+// never blocks a real call. Bytes that are not valid UTF-8, raw or
+// percent-encoded, are rejected, overlong forms (%c0%ae for ".") and
+// encoded surrogates included: some servers decode those to "." or "/".
 func CheckPath(escaped, decoded string) error {
 	if len(escaped) > MaxPathLen {
 		return ErrTooLong
+	}
+	if !utf8.ValidString(decoded) || !utf8.ValidString(escaped) {
+		return ErrInvalidUTF8
 	}
 	for i := strings.IndexByte(escaped, '%'); i >= 0 && i+2 < len(escaped); {
 		switch escaped[i+1 : i+3] {

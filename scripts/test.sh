@@ -7,6 +7,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
 
+# System packages the tests need: a real redis-server (the shared tier's
+# tests start their own on a free loopback port), Debian's chromium (the
+# status page's browser test) and promtool from Debian's prometheus package
+# (dashboard and alert rules). Installed only when missing.
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v chromium >/dev/null || need+=(chromium)
+command -v promtool >/dev/null || need+=(prometheus)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # The Debian package starts a system-wide Redis on port 6379; the tests
+  # never use it (each starts its own), so stop it again.
+  if [[ " ${need[*]} " == *" redis-server "* ]]; then
+    $sudo systemctl stop redis-server 2>/dev/null || $sudo service redis-server stop 2>/dev/null || true
+  fi
+fi
+
 echo "== gofmt"
 unformatted=$(gofmt -l . | grep -v '^e2e/sdk/node_modules/' || true)
 if [ -n "$unformatted" ]; then

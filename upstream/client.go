@@ -53,6 +53,13 @@ type Config struct {
 	// Penalty429, when positive, is how long an upstream 429 (without a
 	// longer Retry-After) delays every later request of that bucket.
 	Penalty429 time.Duration
+	// FairShare puts a FairQueue in front of each limiter: while several
+	// clients (WithClient) wait for tokens, they are served in turn.
+	// false: first come, first served.
+	FairShare bool
+	// FairMaxQueue bounds one client's waiting requests per bucket when
+	// FairShare is on; more are refused with 429 at once. 0: unbounded.
+	FairMaxQueue int
 }
 
 // Client is safe for concurrent use. It implements http.RoundTripper so the
@@ -62,6 +69,8 @@ type Client struct {
 	rt        http.RoundTripper
 	read      Limiter
 	write     Limiter
+	readFair  *FairQueue // nil: no fair share
+	writeFair *FairQueue
 	penalty   time.Duration
 	maxWait   time.Duration
 	retries   int
@@ -105,6 +114,10 @@ func New(cfg Config) (*Client, error) {
 	}
 	if c.write == nil {
 		c.write = NewLocalLimiter(cfg.WriteRate)
+	}
+	if cfg.FairShare {
+		c.readFair = NewFairQueue(c.read, FairConfig{Rate: cfg.ReadRate, MaxWait: cfg.MaxWait, MaxQueue: cfg.FairMaxQueue})
+		c.writeFair = NewFairQueue(c.write, FairConfig{Rate: cfg.WriteRate, MaxWait: cfg.MaxWait, MaxQueue: cfg.FairMaxQueue})
 	}
 	return c, nil
 }
@@ -156,9 +169,11 @@ func (c *Client) URL(escapedPath, rawQuery string) *url.URL {
 
 // trace carries per-request facts between the caller and the client.
 type trace struct {
-	route    string
-	ownKey   bool
-	attempts *int
+	route     string
+	ownKey    bool
+	attempts  *int
+	client    string
+	onAttempt func(status int, err error)
 }
 
 type traceKey struct{}
@@ -176,6 +191,28 @@ func WithRoute(ctx context.Context, route string, attempts *int) context.Context
 func WithOwnKey(ctx context.Context) context.Context {
 	t := traceFrom(ctx)
 	t.ownKey = true
+	return context.WithValue(ctx, traceKey{}, t)
+}
+
+// WithAttemptHook marks ctx so that fn is called after every upstream
+// attempt, retries included, with the attempt's status (0 on a transport
+// error) and error (nil when an answer came). It runs on the goroutine
+// making the request, before any retry backoff, and must not block. The
+// fetch path uses it to answer a request holding a stale copy as soon as an
+// attempt fails.
+func WithAttemptHook(ctx context.Context, fn func(status int, err error)) context.Context {
+	t := traceFrom(ctx)
+	t.onAttempt = fn
+	return context.WithValue(ctx, traceKey{}, t)
+}
+
+// WithClient marks ctx with the client a request is made for (its
+// KALSHI-ACCESS-KEY, else its address): the fair-share queues in front of
+// the rate limit serve clients in turn. Empty means an anonymous client,
+// which is one queue like any other.
+func WithClient(ctx context.Context, client string) context.Context {
+	t := traceFrom(ctx)
+	t.client = client
 	return context.WithValue(ctx, traceKey{}, t)
 }
 
@@ -199,9 +236,9 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	t := traceFrom(ctx)
 	idempotent := (req.Method == http.MethodGet || req.Method == http.MethodHead) &&
 		(req.Body == nil || req.Body == http.NoBody)
-	lim := c.write
+	lim, fair := c.write, c.writeFair
 	if req.Method == http.MethodGet || req.Method == http.MethodHead {
-		lim = c.read
+		lim, fair = c.read, c.readFair
 	}
 	for attempt := 0; ; attempt++ {
 		// An open breaker answers before the limiter: failing fast must
@@ -209,7 +246,7 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		if c.breaker != nil && c.breaker.State() == breaker.Open {
 			return nil, c.breakerOpen(breaker.ErrOpen)
 		}
-		if err := c.wait(ctx, lim); err != nil {
+		if err := c.wait(ctx, lim, fair, t.client); err != nil {
 			return nil, err
 		}
 		out := req
@@ -246,6 +283,9 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if err != nil {
 			err = c.wrap(ctx, err)
+		}
+		if t.onAttempt != nil {
+			t.onAttempt(status, err)
 		}
 		if !idempotent || attempt >= c.retries || ctx.Err() != nil {
 			return resp, err
@@ -318,11 +358,26 @@ func (c *Client) penalize(lim Limiter, resp *http.Response) {
 	lim.Penalize(d)
 }
 
-func (c *Client) wait(ctx context.Context, lim Limiter) error {
+// wait takes a token for one attempt: through the fair queue when there is
+// one (fair), else straight from lim. It fails with a 429 Error when no
+// token comes within max_wait.
+func (c *Client) wait(ctx context.Context, lim Limiter, fair *FairQueue, client string) error {
+	if fair != nil {
+		waited, retry, err := fair.Wait(ctx, client)
+		if c.m != nil && waited > 0 && err == nil {
+			c.m.RateLimitWait.Observe(waited.Seconds())
+		}
+		switch {
+		case errors.Is(err, errLimited):
+			return rateLimited(retry)
+		case err != nil:
+			return c.wrap(ctx, err)
+		}
+		return nil
+	}
 	d, ok, cancel := lim.Reserve(ctx, c.maxWait)
 	if !ok {
-		return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
-			Msg: "upstream rate limit reached; retry later", RetryAfter: max(d, time.Second)}
+		return rateLimited(d)
 	}
 	if d == 0 {
 		return nil
@@ -339,6 +394,11 @@ func (c *Client) wait(ctx context.Context, lim Limiter) error {
 	case <-timer.C:
 		return nil
 	}
+}
+
+func rateLimited(retryAfter time.Duration) *Error {
+	return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
+		Msg: "upstream rate limit reached; retry later", RetryAfter: max(retryAfter, time.Second)}
 }
 
 func (c *Client) observe(route string, status int, err error, d time.Duration) {

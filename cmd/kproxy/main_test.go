@@ -81,7 +81,7 @@ func TestBadArguments(t *testing.T) {
 	}
 	t.Setenv("KPROXY_LOG_LEVEL", "loud")
 	t.Chdir(t.TempDir())
-	if code, _, errOut := runCLI(t, "-listen", "127.0.0.1:0"); code != 1 || !strings.Contains(errOut, `log.level: "loud"`) {
+	if code, _, errOut := runCLI(t, "-listen", "127.0.0.1:0"); code != 1 || !strings.Contains(errOut, `KPROXY_LOG_LEVEL (log.level): "loud"`) {
 		t.Errorf("bad env: exit %d, stderr %q", code, errOut)
 	}
 }

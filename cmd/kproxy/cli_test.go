@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kproxy/kproxy/config"
+)
+
+func TestHelpEverywhereExitsZero(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"-h"}, []string{"caching proxy for Kalshi", "check-config", "healthcheck", "-listen ADDR", "KPROXY_UPSTREAM_TIMEOUT", "docs/configuration.md"}},
+		{[]string{"-help"}, []string{"caching proxy for Kalshi"}},
+		{[]string{"--help"}, []string{"caching proxy for Kalshi"}},
+		{[]string{"help"}, []string{"caching proxy for Kalshi"}},
+		{[]string{"check-config", "-h"}, []string{"kproxy check-config", "exactly as startup does", "-config FILE"}},
+		{[]string{"check-config", "--help"}, []string{"kproxy check-config"}},
+		{[]string{"healthcheck", "-help"}, []string{"kproxy healthcheck", "-url URL", "-timeout"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, out, errOut := runCLI(t, tt.args...)
+			if code != 0 || errOut != "" {
+				t.Errorf("exit %d, stderr %q; want 0 and nothing on stderr", code, errOut)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("help does not contain %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+// TestHelpListsEveryVariable: the list is generated from the config
+// struct, so a new key shows up in -h by itself.
+func TestHelpListsEveryVariable(t *testing.T) {
+	_, out, _ := runCLI(t, "-h")
+	for _, v := range config.Vars() {
+		if !regexp.MustCompile(`(?m)^  ` + v.Name + ` `).MatchString(out) {
+			t.Errorf("-h does not list %s", v.Name)
+		}
+	}
+	for _, name := range []string{"KPROXY_CONFIG", "KPROXY_UPSTREAM", "KPROXY_URL"} {
+		if !strings.Contains(out, "  "+name+" ") {
+			t.Errorf("-h does not list %s", name)
+		}
+	}
+	if !strings.Contains(out, "cache.routes") || !strings.Contains(out, "only be set in the file") {
+		t.Errorf("-h does not say that lists are not settable from the environment")
+	}
+}
+
+func TestBadArgumentsPointToHelp(t *testing.T) {
+	for _, args := range [][]string{{"-no-such-flag"}, {"check-config", "-nope"}, {"healthcheck", "-x"}} {
+		code, _, errOut := runCLI(t, args...)
+		if code != 2 || !strings.Contains(errOut, "-h' for help") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and a pointer to -h", args, code, errOut)
+		}
+	}
+}
+
+// TestCheckConfigFailsExactlyWhenStartupFails runs check-config and then
+// startup itself with the same arguments and environment: both fail with
+// the same one-line error.
+func TestCheckConfigFailsExactlyWhenStartupFails(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	badKey := filepath.Join(t.TempDir(), "key.pem")
+	os.WriteFile(badKey, []byte("not a key"), 0o600)
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"listen address that is not one", []string{"-listen", "nonsense"}, nil, `config: -listen (listen): "nonsense": cannot listen`},
+		{"listen address in use", []string{"-listen", taken.Addr().String()}, nil, "address already in use"},
+		{"listen from the environment", nil, map[string]string{"KPROXY_LISTEN": "256.0.0.1:1"}, `config: KPROXY_LISTEN (listen): "256.0.0.1:1": cannot listen`},
+		{"missing key file", []string{"-listen", "127.0.0.1:0"}, map[string]string{"KPROXY_UPSTREAM_API_KEY_ID": "k", "KPROXY_UPSTREAM_PRIVATE_KEY_FILE": "/nonexistent/key.pem"}, "/nonexistent/key.pem"},
+		{"unparsable key file", []string{"-listen", "127.0.0.1:0"}, map[string]string{"KPROXY_UPSTREAM_API_KEY_ID": "k", "KPROXY_UPSTREAM_PRIVATE_KEY_FILE": badKey}, "no PEM block"},
+		{"bad value from the environment", []string{"-listen", "127.0.0.1:0"}, map[string]string{"KPROXY_UPSTREAM_TIMEOUT": "abc"}, `config: KPROXY_UPSTREAM_TIMEOUT (upstream.timeout): "abc": not a duration`},
+		{"unknown variable", []string{"-listen", "127.0.0.1:0"}, map[string]string{"KPROXY_CACHE_MAXBYTES": "1MiB"}, "KPROXY_CACHE_MAXBYTES: unknown variable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Chdir(t.TempDir())
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			code, _, checkErr := runCLI(t, append([]string{"check-config"}, tt.args...)...)
+			if code != 1 || strings.Count(checkErr, "\n") != 1 || !strings.Contains(checkErr, tt.want) {
+				t.Errorf("check-config: exit %d, stderr %q; want 1 and one line with %q", code, checkErr, tt.want)
+			}
+			code, _, runErr := runCLI(t, tt.args...)
+			if code != 1 || runErr != checkErr {
+				t.Errorf("startup: exit %d, stderr %q; want 1 and check-config's line %q", code, runErr, checkErr)
+			}
+		})
+	}
+}
+
+func TestCheckConfigPassesAndReleasesTheAddress(t *testing.T) {
+	t.Chdir(t.TempDir())
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	t.Setenv("KPROXY_CACHE_MAX_BYTES", "64MiB")
+	code, out, errOut := runCLI(t, "check-config", "-listen", addr)
+	if code != 0 || !strings.Contains(out, "max_bytes: 64MiB") || !strings.Contains(out, "kproxy would start") {
+		t.Fatalf("check-config: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("check-config kept %s: %v", addr, err)
+	}
+	ln.Close()
+}
+
+func TestCheckConfigPrintsEffectiveRoutes(t *testing.T) {
+	t.Chdir(t.TempDir())
+	os.WriteFile("config.yaml", []byte(`
+cache:
+  overrides:
+    - {pattern: "/trade-api/v2/markets/{ticker}", ttl: 1s, stale_while_revalidate: 5s}
+`), 0o600)
+	code, out, errOut := runCLI(t, "check-config", "-listen", "127.0.0.1:0")
+	want := "- {pattern: '/trade-api/v2/markets/{ticker}', ttl: 1s, stale_while_revalidate: 5s, stale_if_error: 10m, legacy_fields: false}"
+	if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, "file: config.yaml") {
+		t.Errorf("check-config: exit %d, stderr %q; want the overridden route %q in:\n%s", code, errOut, want, out)
+	}
+	os.WriteFile("config.yaml", []byte("cache: {overrides: [{pattern: /trade-api/v2/marketz, ttl: 1s}]}\n"), 0o600)
+	code, _, errOut = runCLI(t, "check-config", "-listen", "127.0.0.1:0")
+	if code != 1 || !strings.Contains(errOut, `cache.overrides[0].pattern: "/trade-api/v2/marketz"`) {
+		t.Errorf("unknown override pattern: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// lockedBuffer collects what run writes while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestSIGTERMDrainsForDrainDelayThenExitsZero sends the process a real
+// SIGTERM while run serves: readiness turns 503 at once while requests are
+// still answered, then run returns 0.
+func TestSIGTERMDrainsForDrainDelayThenExitsZero(t *testing.T) {
+	t.Chdir(t.TempDir())
+	t.Setenv("KPROXY_DRAIN_DELAY", "2s")
+	t.Setenv("KPROXY_LOG_FORMAT", "text")
+	var stderr lockedBuffer
+	exit := make(chan int, 1)
+	go func() { exit <- run([]string{"-listen", "127.0.0.1:0", "-upstream", "http://127.0.0.1:1"}, io.Discard, &stderr) }()
+	addrRE := regexp.MustCompile(`msg="kproxy listening" addr=(127\.0\.0\.1:\d+)`)
+	var base string
+	for deadline := time.Now().Add(10 * time.Second); base == ""; {
+		if m := addrRE.FindStringSubmatch(stderr.String()); m != nil {
+			base = "http://" + m[1]
+			break
+		}
+		select {
+		case code := <-exit:
+			t.Fatalf("run exited %d before serving: %s", code, stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kproxy did not start: %s", stderr.String())
+		}
+	}
+	get := func(path string) (int, string) {
+		// A new connection each time: the listener must still accept.
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+		resp, err := c.Get(base + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/readyz"); code != http.StatusOK {
+		t.Fatalf("readyz before SIGTERM: %d %s", code, body)
+	}
+	start := time.Now()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		code, body := get("/readyz")
+		if code == http.StatusServiceUnavailable && strings.Contains(body, `"status":"draining"`) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("readyz never turned 503 draining: %d %s", code, body)
+		}
+	}
+	if code, body := get("/healthz"); code != http.StatusOK {
+		t.Errorf("a request during drain_delay: %d %s, want it served", code, body)
+	}
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Errorf("exit %d after SIGTERM, want 0: %s", code, stderr.String())
+		}
+		if d := time.Since(start); d < 2*time.Second {
+			t.Errorf("exited %v after SIGTERM, before drain_delay 2s", d)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after SIGTERM")
+	}
+	if code, _ := get("/healthz"); code != 0 {
+		t.Errorf("still serving after exit: %d", code)
+	}
+}

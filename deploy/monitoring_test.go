@@ -1,0 +1,561 @@
+package deploy_test
+
+// Tests of the shipped monitoring: deploy/prometheus/alerts.yml (loaded and
+// unit-tested by promtool) and deploy/grafana/kproxy.json (a dashboard
+// Grafana imports), and that every metric their queries read is one kproxy
+// really exports.
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/kproxy/kproxy/app"
+	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/kalshitest"
+)
+
+const (
+	alertsFile     = "deploy/prometheus/alerts.yml"
+	alertTestsFile = "deploy/prometheus/alerts_test.yml"
+	dashboardFile  = "deploy/grafana/kproxy.json"
+)
+
+// promtool returns the path of promtool, failing the test when it is
+// missing: CI installs it (Debian's prometheus package), so a missing one is
+// a broken environment, not a reason to pass.
+func promtool(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool not found (%v): install Debian's prometheus package (apt-get install -y prometheus)", err)
+	}
+	return p
+}
+
+// runPromtool runs promtool with args in dir and fails the test unless it
+// exits 0 and prints SUCCESS.
+func runPromtool(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(promtool(t), args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "SUCCESS") {
+		t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func TestAlertRulesLoad(t *testing.T) {
+	dir := filepath.Join(repoRoot(t), "deploy", "prometheus")
+	out := runPromtool(t, dir, "check", "rules", "alerts.yml")
+	if n := len(alertRules(t)); !strings.Contains(out, fmt.Sprintf("SUCCESS: %d rules found", n)) {
+		t.Errorf("promtool check rules: want %d rules found, got:\n%s", n, out)
+	}
+}
+
+func TestAlertRulesUnitTests(t *testing.T) {
+	runPromtool(t, filepath.Join(repoRoot(t), "deploy", "prometheus"), "test", "rules", "alerts_test.yml")
+}
+
+type alertRule struct {
+	Alert       string            `yaml:"alert"`
+	Record      string            `yaml:"record"`
+	Expr        string            `yaml:"expr"`
+	For         string            `yaml:"for"`
+	Labels      map[string]string `yaml:"labels"`
+	Annotations map[string]string `yaml:"annotations"`
+}
+
+func alertRules(t *testing.T) []alertRule {
+	t.Helper()
+	var f struct {
+		Groups []struct {
+			Rules []alertRule `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal([]byte(readRepoFile(t, alertsFile)), &f); err != nil {
+		t.Fatalf("%s: %v", alertsFile, err)
+	}
+	var rules []alertRule
+	for _, g := range f.Groups {
+		rules = append(rules, g.Rules...)
+	}
+	return rules
+}
+
+// The alerts the issue asks for exist, each with a for: clause, a severity
+// that routes and the words a quant needs, and each is unit-tested both
+// firing and quiet.
+func TestEveryAlertIsCompleteAndTested(t *testing.T) {
+	rules := alertRules(t)
+	var names []string
+	for _, r := range rules {
+		if r.Alert == "" {
+			continue
+		}
+		names = append(names, r.Alert)
+		if r.For == "" {
+			t.Errorf("%s: no for: clause (a single bad scrape would page)", r.Alert)
+		}
+		if s := r.Labels["severity"]; s != "critical" && s != "warning" {
+			t.Errorf("%s: severity = %q, want critical or warning", r.Alert, s)
+		}
+		for _, a := range []string{"summary", "description"} {
+			if strings.TrimSpace(r.Annotations[a]) == "" {
+				t.Errorf("%s: no %s annotation", r.Alert, a)
+			}
+		}
+	}
+	for _, want := range []string{"KproxyDown", "KproxyBreakerOpen", "KproxyUpstream429", "KproxyHitRatioCollapse", "KproxyCacheThrash"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("alerts.yml has no %s alert", want)
+		}
+	}
+
+	var tests struct {
+		RuleFiles []string `yaml:"rule_files"`
+		Tests     []struct {
+			Name       string `yaml:"name"`
+			AlertTests []struct {
+				EvalTime  string           `yaml:"eval_time"`
+				Alertname string           `yaml:"alertname"`
+				ExpAlerts []map[string]any `yaml:"exp_alerts"`
+			} `yaml:"alert_rule_test"`
+		} `yaml:"tests"`
+	}
+	if err := yaml.Unmarshal([]byte(readRepoFile(t, alertTestsFile)), &tests); err != nil {
+		t.Fatalf("%s: %v", alertTestsFile, err)
+	}
+	if !slices.Equal(tests.RuleFiles, []string{"alerts.yml"}) {
+		t.Errorf("%s: rule_files = %q, want [alerts.yml]", alertTestsFile, tests.RuleFiles)
+	}
+	fires, quiet := map[string]bool{}, map[string]bool{}
+	for _, tc := range tests.Tests {
+		for _, at := range tc.AlertTests {
+			if !slices.Contains(names, at.Alertname) {
+				t.Errorf("%s: test %q checks unknown alert %q", alertTestsFile, tc.Name, at.Alertname)
+			}
+			if len(at.ExpAlerts) > 0 {
+				fires[at.Alertname] = true
+			} else {
+				quiet[at.Alertname] = true
+			}
+		}
+	}
+	for _, n := range names {
+		if !fires[n] {
+			t.Errorf("%s: no test where %s fires", alertTestsFile, n)
+		}
+		if !quiet[n] {
+			t.Errorf("%s: no test where %s stays quiet", alertTestsFile, n)
+		}
+	}
+}
+
+// dashboard is the part of a Grafana dashboard model the tests read.
+type dashboard struct {
+	UID           string  `json:"uid"`
+	Title         string  `json:"title"`
+	SchemaVersion int     `json:"schemaVersion"`
+	Panels        []panel `json:"panels"`
+	Templating    struct {
+		List []struct {
+			Name       string          `json:"name"`
+			Type       string          `json:"type"`
+			Query      json.RawMessage `json:"query"`
+			Datasource *datasource     `json:"datasource"`
+		} `json:"list"`
+	} `json:"templating"`
+}
+
+type datasource struct {
+	Type string `json:"type"`
+	UID  string `json:"uid"`
+}
+
+type panel struct {
+	ID         int         `json:"id"`
+	Type       string      `json:"type"`
+	Title      string      `json:"title"`
+	Datasource *datasource `json:"datasource"`
+	GridPos    struct {
+		H, W, X, Y int
+	} `json:"gridPos"`
+	Targets []struct {
+		RefID      string      `json:"refId"`
+		Expr       string      `json:"expr"`
+		Datasource *datasource `json:"datasource"`
+	} `json:"targets"`
+	Panels []panel `json:"panels"` // collapsed rows
+}
+
+func loadDashboard(t *testing.T) dashboard {
+	t.Helper()
+	var d dashboard
+	if err := json.Unmarshal([]byte(readRepoFile(t, dashboardFile)), &d); err != nil {
+		t.Fatalf("%s: %v", dashboardFile, err)
+	}
+	return d
+}
+
+// allPanels flattens rows.
+func (d dashboard) allPanels() []panel {
+	var out []panel
+	for _, p := range d.Panels {
+		out = append(out, p)
+		out = append(out, p.Panels...)
+	}
+	return out
+}
+
+// queries returns every PromQL expression of the dashboard by a name that
+// says where it is, with the variables' label_values() queries.
+func (d dashboard) queries(t *testing.T) map[string]string {
+	t.Helper()
+	q := map[string]string{}
+	for _, p := range d.allPanels() {
+		for _, tg := range p.Targets {
+			q[fmt.Sprintf("panel %d %q target %s", p.ID, p.Title, tg.RefID)] = tg.Expr
+		}
+	}
+	for _, v := range d.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		var s struct {
+			Query string `json:"query"`
+		}
+		if err := json.Unmarshal(v.Query, &s); err != nil {
+			t.Fatalf("variable %s: query: %v", v.Name, err)
+		}
+		m := regexp.MustCompile(`^label_values\((.+),\s*\w+\)$`).FindStringSubmatch(s.Query)
+		if m == nil {
+			t.Fatalf("variable %s: query %q is not label_values(SELECTOR, LABEL)", v.Name, s.Query)
+		}
+		q["variable "+v.Name] = m[1]
+	}
+	return q
+}
+
+// The dashboard is one Grafana imports: a known schema, a datasource
+// variable every query uses, panels that fit the 24-column grid without
+// overlapping, and one panel at least for each thing the issue lists.
+func TestDashboardImportable(t *testing.T) {
+	d := loadDashboard(t)
+	if d.UID == "" || d.Title == "" {
+		t.Errorf("uid %q, title %q: both must be set", d.UID, d.Title)
+	}
+	if d.SchemaVersion < 36 || d.SchemaVersion > 41 {
+		t.Errorf("schemaVersion = %d, want about 39 (Grafana 10/11)", d.SchemaVersion)
+	}
+	const dsUID = "${DS_PROMETHEUS}"
+	hasDS := false
+	for _, v := range d.Templating.List {
+		if v.Name == "DS_PROMETHEUS" && v.Type == "datasource" && string(v.Query) == `"prometheus"` {
+			hasDS = true
+		}
+		if v.Type == "query" && (v.Datasource == nil || v.Datasource.UID != dsUID) {
+			t.Errorf("variable %s: datasource %+v, want uid %s", v.Name, v.Datasource, dsUID)
+		}
+	}
+	if !hasDS {
+		t.Errorf("templating has no DS_PROMETHEUS variable of type datasource (query prometheus)")
+	}
+	ids := map[int]bool{}
+	type rect struct {
+		name       string
+		x, y, w, h int
+	}
+	var rects []rect
+	for _, p := range d.allPanels() {
+		name := fmt.Sprintf("panel %d %q", p.ID, p.Title)
+		if p.ID <= 0 || ids[p.ID] {
+			t.Errorf("%s: id must be positive and unique", name)
+		}
+		ids[p.ID] = true
+		g := p.GridPos
+		if g.W < 1 || g.H < 1 || g.X < 0 || g.Y < 0 || g.X+g.W > 24 {
+			t.Errorf("%s: gridPos %+v does not fit the 24-column grid", name, g)
+		}
+		for _, r := range rects {
+			if g.X < r.x+r.w && r.x < g.X+g.W && g.Y < r.y+r.h && r.y < g.Y+g.H {
+				t.Errorf("%s overlaps %s", name, r.name)
+			}
+		}
+		rects = append(rects, rect{name, g.X, g.Y, g.W, g.H})
+		if p.Type == "row" {
+			continue
+		}
+		if p.Title == "" || len(p.Targets) == 0 {
+			t.Errorf("%s: a panel needs a title and a query", name)
+		}
+		if p.Datasource == nil || p.Datasource.UID != dsUID || p.Datasource.Type != "prometheus" {
+			t.Errorf("%s: datasource %+v, want prometheus %s", name, p.Datasource, dsUID)
+		}
+		for _, tg := range p.Targets {
+			if tg.Datasource != nil && tg.Datasource.UID != dsUID {
+				t.Errorf("%s target %s: datasource %+v, want %s", name, tg.RefID, tg.Datasource, dsUID)
+			}
+			if strings.TrimSpace(tg.Expr) == "" {
+				t.Errorf("%s target %s: empty expr", name, tg.RefID)
+			}
+		}
+	}
+
+	var all strings.Builder
+	for _, e := range d.queries(t) {
+		all.WriteString(e + "\n")
+	}
+	for _, c := range []struct{ what, re string }{
+		{"hit ratio", `kproxy_requests_total\{cache="HIT"`},
+		{"requests by outcome", `sum by \(cache\) \(rate\(kproxy_requests_total`},
+		{"upstream rate", `rate\(kproxy_upstream_requests_total\{job`},
+		{"read budget", `kproxy_upstream_budget_per_second`},
+		{"429s from Kalshi", `kproxy_upstream_requests_total\{code="429"`},
+		{"429s given by kproxy", `kproxy_requests_total\{code="429"`},
+		{"breaker state", `kproxy_breaker_state`},
+		{"latency by route", `histogram_quantile\(0\.99, sum by \(le, route\) \(rate\(kproxy_request_duration_seconds_bucket`},
+		{"cache bytes", `kproxy_cache_bytes`},
+		{"evictions", `rate\(kproxy_cache_evictions_total`},
+	} {
+		if !regexp.MustCompile(c.re).MatchString(all.String()) {
+			t.Errorf("no dashboard query shows %s (want a match for %s)", c.what, c.re)
+		}
+	}
+}
+
+// grafanaVars stands in for Grafana's variables so promtool can parse the
+// dashboard's queries.
+var grafanaVars = strings.NewReplacer(
+	"$__rate_interval", "5m", "$__interval", "1m", "$__range", "1h",
+	`"$job"`, `".*"`, `"$instance"`, `".*"`,
+)
+
+// Every dashboard query is valid PromQL: each becomes a recording rule in a
+// scratch rules file that promtool checks.
+func TestDashboardQueriesParse(t *testing.T) {
+	d := loadDashboard(t)
+	type rule struct {
+		Record string `yaml:"record"`
+		Expr   string `yaml:"expr"`
+	}
+	var rules []rule
+	var where []string
+	for w, e := range d.queries(t) {
+		where = append(where, w)
+		rules = append(rules, rule{Record: fmt.Sprintf("dashboard:query_%d", len(rules)), Expr: grafanaVars.Replace(e)})
+		if strings.Contains(grafanaVars.Replace(e), "$") {
+			t.Errorf("%s: a Grafana variable the test does not know: %s", w, e)
+		}
+	}
+	data, err := yaml.Marshal(map[string]any{"groups": []any{map[string]any{"name": "dashboard", "rules": rules}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "dashboard.yml"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(promtool(t), "check", "rules", "dashboard.yml")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("promtool check rules on the dashboard's queries: %v\n%s\nqueries (in order): %q", err, out, where)
+	}
+}
+
+// promqlNoise are the parts of a PromQL expression that are not metric
+// names: strings, label matchers, ranges, grouping clauses.
+var promqlNoise = []*regexp.Regexp{
+	regexp.MustCompile(`"(?:[^"\\]|\\.)*"`),
+	regexp.MustCompile(`\{[^}]*\}`),
+	regexp.MustCompile(`\[[^\]]*\]`),
+	regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`),
+}
+
+var (
+	promqlIdent    = regexp.MustCompile(`[a-zA-Z_:][a-zA-Z0-9_:]*`)
+	promqlKeywords = []string{"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left", "group_right", "inf", "nan", "Inf", "NaN"}
+)
+
+// metricNames returns the metric names an expression selects: identifiers
+// that are neither functions (followed by "(") nor keywords.
+func metricNames(expr string) []string {
+	s := grafanaVars.Replace(expr)
+	for _, re := range promqlNoise {
+		s = re.ReplaceAllString(s, " ")
+	}
+	var names []string
+	for _, loc := range promqlIdent.FindAllStringIndex(s, -1) {
+		if loc[0] > 0 && (s[loc[0]-1] >= '0' && s[loc[0]-1] <= '9' || s[loc[0]-1] == '.') {
+			continue // the exponent or unit of a number
+		}
+		id := s[loc[0]:loc[1]]
+		if rest := strings.TrimLeft(s[loc[1]:], " \t\n"); strings.HasPrefix(rest, "(") || slices.Contains(promqlKeywords, id) {
+			continue
+		}
+		if !slices.Contains(names, id) {
+			names = append(names, id)
+		}
+	}
+	return names
+}
+
+func TestMetricNames(t *testing.T) {
+	for _, c := range []struct {
+		expr string
+		want []string
+	}{
+		{`up{job=~".*kproxy.*"} == 0`, []string{"up"}},
+		{`histogram_quantile(0.99, sum by (le, route) (rate(kproxy_request_duration_seconds_bucket{job=~"$job"}[$__rate_interval])))`, []string{"kproxy_request_duration_seconds_bucket"}},
+		{"sum(rate(a_total[5m])) / max(b) > 0.5 * 1e3 and on (instance) c offset 1h", []string{"a_total", "b", "c"}},
+	} {
+		if got := metricNames(c.expr); !slices.Equal(got, c.want) {
+			t.Errorf("metricNames(%q) = %q, want %q", c.expr, got, c.want)
+		}
+	}
+}
+
+// scrapeKproxy runs kproxy in-process in front of the fake Kalshi, sends it
+// traffic that creates a series of every labelled family (hits, misses, a
+// retried 503, collapsed requests, a batch) and returns the names of the
+// samples /metrics exposes.
+func scrapeKproxy(t *testing.T) map[string]bool {
+	t.Helper()
+	fake := kalshitest.New()
+	up := httptest.NewServer(fake)
+	t.Cleanup(up.Close)
+	cfg := config.Default()
+	cfg.Upstream.URL = up.URL
+	rate := 1000.0
+	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate
+	cfg.Batch.AutoWindow = 0
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	a, err := app.New(cfg, app.Options{RetryBase: time.Millisecond, RetryCap: 2 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("app.New: %v", err)
+	}
+	srv := httptest.NewServer(a.Server)
+	t.Cleanup(func() {
+		srv.Close()
+		a.Fetcher.Wait()
+		a.Close()
+	})
+	do := func(method, path, body string) {
+		t.Helper()
+		req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	do("GET", "/trade-api/v2/series/KXFEDDECISION", "")                // MISS
+	do("GET", "/trade-api/v2/series/KXFEDDECISION", "")                // HIT
+	do("GET", "/trade-api/v2/portfolio/balance", "")                   // BYPASS
+	do("POST", "/batch/series", `{"series_tickers": ["KXFEDDECISION"]}`) // batch item
+	fake.SetFault(kalshitest.Fault{Status: http.StatusServiceUnavailable, Times: 1})
+	do("GET", "/trade-api/v2/markets/KXFEDDECISION-26JUN30-H0", "") // a retried 503
+
+	// Collapsed requests: concurrent requests for one key while Kalshi is
+	// slow join the first one's fetch. Which of them lead is up to the
+	// scheduler, so a few rounds on fresh keys, until one collapses.
+	fake.SetLatency(20 * time.Millisecond)
+	collapsed := func() bool {
+		mfs, err := a.Metrics.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(mfs, func(mf interface{ GetName() string }) bool {
+			return mf.GetName() == "kproxy_coalesced_total"
+		})
+	}
+	for _, m := range fake.MarketTickers("KXEARNINGSMENTIONMETA") {
+		if collapsed() {
+			break
+		}
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() { do("GET", "/trade-api/v2/markets/"+m, "") })
+		}
+		wg.Wait()
+	}
+	fake.SetLatency(0)
+
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	names := map[string]bool{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if i := strings.IndexAny(line, "{ "); i > 0 {
+			names[line[:i]] = true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// Every metric the dashboard and the alert rules read is one kproxy
+// exports (histograms as _bucket, _sum, _count), so no panel stays empty
+// and no alert waits on a series that never comes. up is Prometheus's own.
+func TestMonitoringMetricsExist(t *testing.T) {
+	exported := scrapeKproxy(t)
+	queries := loadDashboard(t).queries(t)
+	for _, r := range alertRules(t) {
+		if r.Alert != "" {
+			queries["alert "+r.Alert] = r.Expr
+		}
+	}
+	used := 0
+	for where, expr := range queries {
+		names := metricNames(expr)
+		if len(names) == 0 {
+			t.Errorf("%s: no metric found in %q", where, expr)
+		}
+		for _, n := range names {
+			used++
+			if n == "up" {
+				continue
+			}
+			if !exported[n] {
+				t.Errorf("%s: metric %s is not in kproxy's /metrics output", where, n)
+			}
+		}
+	}
+	if used < 30 {
+		t.Errorf("only %d metric references found in the dashboard and rules; the extraction is broken", used)
+	}
+	if !exported["kproxy_upstream_budget_per_second"] {
+		t.Errorf("kproxy_upstream_budget_per_second missing from /metrics")
+	}
+}

@@ -1,0 +1,189 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/kproxy/kproxy/cache"
+	"github.com/kproxy/kproxy/httperr"
+	"github.com/kproxy/kproxy/route"
+)
+
+// The admin routes (registered only with an admin token): DELETE
+// /admin/cache purges by exact key or by prefix, GET /admin/cache lists
+// entries. Both go through the Store interface only, so a store that
+// spans replicas fans purges out by itself.
+
+// defaultListLimit and maxListLimit bound GET /admin/cache.
+const (
+	defaultListLimit = 100
+	maxListLimit     = 10000
+)
+
+// authorized reports whether the request carries the admin token, and
+// answers 401 when it does not. The comparison takes the same time
+// whatever the token (both sides are hashed first, so even the length is
+// not revealed).
+func (s *Server) authorized(c echo.Context) bool {
+	token, ok := strings.CutPrefix(c.Request().Header.Get("Authorization"), "Bearer ")
+	if ok {
+		got, want := sha256.Sum256([]byte(token)), sha256.Sum256([]byte(s.admin))
+		if subtle.ConstantTimeCompare(got[:], want[:]) == 1 {
+			return true
+		}
+	}
+	c.Response().Header().Set("WWW-Authenticate", `Bearer realm="kproxy admin"`)
+	httperr.Write(c.Response(), http.StatusUnauthorized, "unauthorized", "admin token missing or wrong", 0)
+	return false
+}
+
+// adminQuery parses the query of an admin request, allowing only the
+// parameters named. An unknown one is most often the tail of a key that was
+// not URL-encoded (key=/x?a=1&b=2 reads as key=/x?a=1 and b=2), so it is
+// refused rather than ignored.
+func adminQuery(c echo.Context, allowed ...string) (url.Values, bool) {
+	q, err := url.ParseQuery(c.Request().URL.RawQuery)
+	if err != nil {
+		httperr.Write(c.Response(), http.StatusBadRequest, "bad_request", "malformed query: "+err.Error(), 0)
+		return nil, false
+	}
+	for name, vs := range q {
+		if !contains(allowed, name) {
+			httperr.Write(c.Response(), http.StatusBadRequest, "bad_request",
+				"unknown parameter "+strconv.Quote(name)+" (allowed: "+strings.Join(allowed, ", ")+
+					"); a key with a query must be URL-encoded: curl -G --data-urlencode 'key=/trade-api/v2/...?a=1&b=2'", 0)
+			return nil, false
+		}
+		if len(vs) > 1 {
+			httperr.Write(c.Response(), http.StatusBadRequest, "bad_request", "parameter "+strconv.Quote(name)+" given more than once", 0)
+			return nil, false
+		}
+	}
+	return q, true
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// cacheKey normalizes k (a path with an optional query, as a client would
+// send it) into the key a request for it is stored under.
+func cacheKey(k string) string {
+	p, q, _ := strings.Cut(k, "?")
+	if dp, err := url.PathUnescape(p); err == nil {
+		p = dp
+	}
+	return route.Key(p, q)
+}
+
+// handlePurge serves DELETE /admin/cache: ?key=K removes exactly the entry
+// of K, ?prefix=P every entry whose key starts with P (all without P).
+func (s *Server) handlePurge(c echo.Context) error {
+	if !s.authorized(c) {
+		return nil
+	}
+	q, ok := adminQuery(c, "key", "prefix")
+	if !ok {
+		return nil
+	}
+	if q.Has("key") {
+		if q.Has("prefix") {
+			httperr.Write(c.Response(), http.StatusBadRequest, "bad_request", "give key or prefix, not both", 0)
+			return nil
+		}
+		key := cacheKey(q.Get("key"))
+		n := 0
+		if s.store.Delete(key) {
+			n = 1
+		}
+		s.log.Info("cache purged", "key", key, "entries", n)
+		return c.JSON(http.StatusOK, map[string]any{"purged": n, "key": key})
+	}
+	prefix := q.Get("prefix")
+	n := s.store.Purge(prefix)
+	s.log.Info("cache purged", "prefix", prefix, "entries", n)
+	return c.JSON(http.StatusOK, map[string]any{"purged": n, "prefix": prefix})
+}
+
+// Listing is the body of GET /admin/cache.
+type Listing struct {
+	// Prefix is the prefix asked for; Matched counts the entries under it,
+	// Entries holds the first Limit of them in key order.
+	Prefix  string        `json:"prefix"`
+	Limit   int           `json:"limit"`
+	Matched int           `json:"matched"`
+	Entries []ListedEntry `json:"entries"`
+	Cache   Stats         `json:"cache"` // the whole store
+}
+
+// ListedEntry describes one cached entry.
+type ListedEntry struct {
+	Key string `json:"key"`
+	// Status is the upstream status stored (200, or 404 with a negative ttl).
+	Status int `json:"status"`
+	// State is fresh, stale (served while one refresh runs), stale-if-error
+	// (served only when the upstream fails) or expired (about to go).
+	State string `json:"state"`
+	// Age is whole seconds since the upstream answered; TTL the whole
+	// seconds of freshness left (0 once stale), as in Cache-Status.
+	Age   int64 `json:"age"`
+	TTL   int64 `json:"ttl"`
+	Bytes int64 `json:"bytes"`
+}
+
+// handleList serves GET /admin/cache?prefix=P&limit=N.
+func (s *Server) handleList(c echo.Context) error {
+	if !s.authorized(c) {
+		return nil
+	}
+	q, ok := adminQuery(c, "prefix", "limit")
+	if !ok {
+		return nil
+	}
+	limit := defaultListLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > maxListLimit {
+			httperr.Write(c.Response(), http.StatusBadRequest, "bad_request", "limit must be a whole number from 0 to "+strconv.Itoa(maxListLimit), 0)
+			return nil
+		}
+		limit = n
+	}
+	prefix := q.Get("prefix")
+	entries, matched := s.store.List(prefix, limit)
+	st := s.store.Stats()
+	now := time.Now()
+	out := Listing{Prefix: prefix, Limit: limit, Matched: matched, Entries: make([]ListedEntry, len(entries)), Cache: Stats{Items: st.Items, Bytes: st.Bytes}}
+	for i, e := range entries {
+		out.Entries[i] = listed(e, now)
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusOK, out)
+}
+
+func listed(e *cache.Entry, now time.Time) ListedEntry {
+	le := ListedEntry{Key: e.Key, Status: e.Status, Age: e.AgeSeconds(now), Bytes: e.Size()}
+	switch {
+	case now.Before(e.FreshUntil):
+		le.State, le.TTL = "fresh", int64(e.FreshUntil.Sub(now)/time.Second)
+	case now.Before(e.RevalidateUntil):
+		le.State = "stale"
+	case now.Before(e.ErrorUntil):
+		le.State = "stale-if-error"
+	default:
+		le.State = "expired"
+	}
+	return le
+}

@@ -1,0 +1,212 @@
+// Package status serves kproxy's status page (GET /status, an HTML page
+// embedded in the binary) and its data (GET /status.json): whether the
+// proxy is helping, read from its own Prometheus registry once a second
+// into a fixed-size ring that holds the last 15 minutes.
+//
+// The collector reads the registry off the request path, on its own
+// ticker, so the cache-hit path pays nothing for the page. Everything it
+// shows is aggregated by route template: never a raw path, query, ticker,
+// cache key or request header.
+package status
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Part is an optional component (the Redis tier, the live feed) that
+// reports its state for the page. Status is called on the request path of
+// /status.json, from any goroutine; it must be cheap, safe for concurrent
+// use, and return only JSON-encodable values that hold no keys, tickers,
+// credentials or header values.
+type Part interface {
+	Status() map[string]any
+}
+
+// PartFunc adapts a function to a Part.
+type PartFunc func() map[string]any
+
+// Status calls f.
+func (f PartFunc) Status() map[string]any { return f() }
+
+// Config configures a Collector.
+type Config struct {
+	// Gatherer is kproxy's metric registry; required.
+	Gatherer prometheus.Gatherer
+	// Version is kproxy's version; empty means "dev".
+	Version string
+	// Upstream is the upstream origin shown on the page.
+	Upstream string
+	// Tier is the configured Kalshi usage tier.
+	Tier string
+	// ReadRate and WriteRate are the upstream budgets in requests/s;
+	// 0 means unlimited (no gauge).
+	ReadRate, WriteRate float64
+	// MaxBytes is the cache bound; 0 means unknown.
+	MaxBytes int64
+	// Breaker reports the breaker's state ("closed", "half-open",
+	// "open"); nil means the kproxy_breaker_state gauge is used. It is
+	// called from the collector's goroutine, never from BreakerChanged.
+	Breaker func() string
+	// Redis and Live are the optional features; nil shows "off".
+	Redis, Live Part
+	// Interval is the time between samples; 0 means 1s.
+	Interval time.Duration
+	// Window is how much history the ring holds; 0 means 15 minutes. The
+	// ring has Window/Interval+1 slots, allocated once.
+	Window time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// maxTransitions is how many breaker transitions the page lists.
+const maxTransitions = 10
+
+// transition is one change of the breaker's state.
+type transition struct {
+	At   time.Time `json:"at"`
+	From string    `json:"from"`
+	To   string    `json:"to"`
+}
+
+// Collector samples the registry and serves the status page. Its methods
+// are safe for concurrent use. Memory is bounded: a ring of samples sized
+// at construction, the per-route counters of the last sample (one entry a
+// route template) and the last maxTransitions breaker transitions.
+type Collector struct {
+	cfg     Config
+	started time.Time
+	page    page
+
+	mu          sync.Mutex
+	ring        *ring
+	routes      map[string]*routeStats // of the newest sample
+	breaker     string                 // state at the newest sample
+	transitions []transition           // oldest first, at most maxTransitions
+	gatherErr   error
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+// New validates cfg and returns a Collector that has taken its first
+// sample. Start begins the periodic sampling; Close ends it.
+func New(cfg Config) (*Collector, error) {
+	if cfg.Gatherer == nil {
+		return nil, errors.New("status: gatherer required")
+	}
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 15 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	pg, err := buildPage()
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	c := &Collector{
+		cfg:     cfg,
+		page:    pg,
+		started: cfg.Now(),
+		ring:    newRing(int(cfg.Window/cfg.Interval) + 1),
+		routes:  map[string]*routeStats{},
+		breaker: "closed",
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	c.Sample()
+	return c, nil
+}
+
+// Start samples every Interval in a goroutine of its own until Close or
+// ctx ends.
+func (c *Collector) Start(ctx context.Context) {
+	go func() {
+		defer close(c.done)
+		t := time.NewTicker(c.cfg.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.stop:
+				return
+			case <-t.C:
+				c.Sample()
+			}
+		}
+	}()
+}
+
+// Close stops the sampling goroutine (if Start ran) and waits for it.
+// It is safe to call more than once.
+func (c *Collector) Close() {
+	c.once.Do(func() {
+		close(c.stop)
+		select {
+		case <-c.done:
+		case <-time.After(5 * time.Second):
+		}
+	})
+}
+
+// Sample reads the registry once and adds the reading to the ring. The
+// periodic sampler calls it; tests call it with an injected clock.
+func (c *Collector) Sample() {
+	s, routes, err := read(c.cfg.Gatherer)
+	s.at = c.cfg.Now()
+	state := ""
+	if c.cfg.Breaker != nil {
+		state = c.cfg.Breaker()
+	}
+	if state == "" {
+		state = breakerName(s.breaker)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gatherErr = err
+	if err != nil {
+		return // nothing read: keep the previous sample
+	}
+	c.ring.add(s)
+	c.routes = routes
+	c.breaker = state
+}
+
+// BreakerChanged records a transition of the circuit breaker. It only
+// takes the collector's own lock, so the breaker may call it while
+// holding its own.
+func (c *Collector) BreakerChanged(from, to string) {
+	t := transition{At: c.cfg.Now(), From: from, To: to}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.transitions) == maxTransitions {
+		copy(c.transitions, c.transitions[1:])
+		c.transitions = c.transitions[:maxTransitions-1]
+	}
+	c.transitions = append(c.transitions, t)
+	c.breaker = to
+}
+
+func breakerName(v float64) string {
+	switch v {
+	case 1:
+		return "half-open"
+	case 2:
+		return "open"
+	}
+	return "closed"
+}
