@@ -19,6 +19,7 @@ import (
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/fetch"
 	"github.com/kproxy/kproxy/legacy"
+	"github.com/kproxy/kproxy/live"
 	"github.com/kproxy/kproxy/logging"
 	"github.com/kproxy/kproxy/metrics"
 	"github.com/kproxy/kproxy/proxy"
@@ -54,6 +55,8 @@ type App struct {
 	// Status is the status page's collector; nil when status.enabled is
 	// false or metrics are off.
 	Status *status.Collector
+	// Live is the push feed; nil unless live.enabled.
+	Live *live.Feed
 	// Cluster links this replica to the others through Redis; nil without
 	// redis.url.
 	Cluster *cluster.Cluster
@@ -176,8 +179,13 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	fetchStore, onRequest, err := a.newLive(cfg, routes, signer)
+	if err != nil {
+		return nil, err
+	}
 	a.Fetcher, err = fetch.New(fetch.Config{
-		Store:       a.Store,
+		Store:       fetchStore,
+		OnRequest:   onRequest,
 		Shared:      shared,
 		Upstream:    a.Upstream,
 		Timeout:     fetchTimeout,
@@ -199,6 +207,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		AdminToken:  cfg.Admin.Token,
 		UpstreamURL: origin.String(),
 		RedisState:  redisState,
+		LiveState:   a.liveState,
 		Metrics:     m,
 		Logger:      a.Logger,
 		AccessLog:   access,
@@ -221,7 +230,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	b.Register(a.Server.Handle)
 	if cfg.Status.Enabled && m != nil {
 		a.Status, err = status.New(status.Config{
-			Gatherer: m.Registry,
+			Gatherer: m.Traffic(),
 			Version:  opts.Version,
 			Upstream: origin.String(),
 			Tier:     cfg.Upstream.Tier,
@@ -234,6 +243,9 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		}
 		a.Status.Start(context.Background())
 		a.Status.Register(a.Server.Handle)
+	}
+	if a.Live != nil {
+		a.Live.Start()
 	}
 	return a, nil
 }
@@ -261,6 +273,44 @@ func (a *App) newCluster(cfg *config.Config, fetchTimeout time.Duration, read, w
 		},
 	})
 	return err
+}
+
+// newLive builds the push feed when live.enabled (docs/live.md): the
+// fetch path then stores through the feed's wrapper and tells it of every
+// request. Without it, the store and no request hook.
+func (a *App) newLive(cfg *config.Config, routes *route.Table, signer *upstream.Signer) (cache.Store, func(*fetch.Request), error) {
+	if !cfg.Live.Enabled {
+		return a.Store, nil, nil
+	}
+	u, err := cfg.WSURL()
+	if err != nil {
+		return nil, nil, fmt.Errorf("config: upstream.ws_url: %w", err)
+	}
+	var lm *metrics.LiveMetrics
+	if a.Metrics != nil {
+		lm = a.Metrics.EnableLive()
+	}
+	a.Live, err = live.New(live.Config{
+		URL:        u.String(),
+		Signer:     signer,
+		Store:      a.Store,
+		Routes:     routes,
+		MaxMarkets: cfg.Live.MaxMarkets,
+		MaxAge:     time.Duration(cfg.Live.MaxAge),
+		Metrics:    lm,
+		Logger:     a.Logger,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return a.Live.Store(), a.Live.OnRequest, nil
+}
+
+func (a *App) liveState() string {
+	if a.Live == nil {
+		return "off"
+	}
+	return a.Live.State()
 }
 
 // legacyTransform is the legacy-field shim when some route has it on, else
@@ -329,6 +379,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 
 // Close releases the App's resources and flushes the access log.
 func (a *App) Close() {
+	if a.Live != nil {
+		a.Live.Close()
+	}
 	if a.Status != nil {
 		a.Status.Close()
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -24,7 +25,7 @@ import (
 // replicas are n kproxy instances in this process, one Redis, one fake
 // Kalshi.
 type replicas struct {
-	t      *testing.T
+	t      testing.TB
 	fake   *kalshitest.Server
 	up     *httptest.Server
 	redis  *redistest.Server
@@ -36,7 +37,7 @@ type replicas struct {
 
 const adminToken = "cluster-test-token"
 
-func newReplicas(t *testing.T, n int, mutate func(*config.Config)) *replicas {
+func newReplicas(t testing.TB, n int, mutate func(*config.Config)) *replicas {
 	t.Helper()
 	r := &replicas{t: t, fake: kalshitest.New(), redis: redistest.Start(t), mutate: mutate}
 	r.up = httptest.NewServer(r.fake)
@@ -77,7 +78,11 @@ func (r *replicas) config() *config.Config {
 // start builds replica i anew (a restart when it ran before).
 func (r *replicas) start(i int) {
 	r.t.Helper()
-	a, err := app.New(r.config(), app.Options{LogOutput: &syncBuffer{}, RetryBase: time.Millisecond, RetryCap: 5 * time.Millisecond})
+	var logs io.Writer = &syncBuffer{}
+	if _, bench := r.t.(*testing.B); bench {
+		logs = io.Discard // benchmarks measure kproxy, not a growing buffer
+	}
+	a, err := app.New(r.config(), app.Options{LogOutput: logs, RetryBase: time.Millisecond, RetryCap: 5 * time.Millisecond})
 	if err != nil {
 		r.t.Fatalf("app.New: %v", err)
 	}
@@ -494,5 +499,143 @@ func TestReplicaStartsWithoutRedis(t *testing.T) {
 	r.redis.Restart()
 	if _, ok := waitUntil(10*time.Second, func() bool { s, _ := r.readyRedis(0); return s == "up" }); !ok {
 		t.Errorf("did not reconnect within 10s")
+	}
+}
+
+// Benchmarks (go test -bench Tier -run XXX ./app/): one warm key served
+// from L1, from L2 (L1 emptied before every request) and from the upstream
+// (client no-cache: claim, fetch, L2 fill), side by side.
+
+func benchTier(b *testing.B, tier string) {
+	r := newReplicas(b, 1, nil)
+	a := r.app(0)
+	req := httptest.NewRequest(http.MethodGet, benchSeries, nil)
+	if tier == "upstream" {
+		req.Header.Set("Cache-Control", "no-cache")
+	}
+	w := &discardWriter{h: http.Header{}}
+	a.Server.ServeHTTP(w, req)
+	if w.status != http.StatusOK {
+		b.Fatalf("warm-up status %d", w.status)
+	}
+	key := benchSeries
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if tier == "L2" {
+			b.StopTimer()
+			a.Store.Delete(key)
+			b.StartTimer()
+		}
+		w.h = make(http.Header)
+		a.Server.ServeHTTP(w, req)
+	}
+	want := map[string]string{"L1": "kproxy; hit; ttl=", "L2": "detail=shared", "upstream": "fwd=request"}[tier]
+	if !strings.Contains(w.h.Get("Cache-Status"), want) {
+		b.Fatalf("Cache-Status %q, want %q", w.h.Get("Cache-Status"), want)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}
+
+func BenchmarkTierL1Hit(b *testing.B)    { benchTier(b, "L1") }
+func BenchmarkTierL2Hit(b *testing.B)    { benchTier(b, "L2") }
+func BenchmarkTierUpstream(b *testing.B) { benchTier(b, "upstream") }
+
+// BenchmarkPollingScripts counts upstream calls for one workload: 20
+// scripts each polling the same 50 keys 5 times, spread over the replicas.
+// Compare upstream-calls/op between the three set-ups.
+func BenchmarkPollingScripts(b *testing.B) {
+	for _, tt := range []struct {
+		name     string
+		replicas int
+		redis    bool
+	}{{"1-replica", 1, false}, {"3-replicas-no-redis", 3, false}, {"3-replicas-redis", 3, true}} {
+		b.Run(tt.name, func(b *testing.B) {
+			calls := 0
+			for b.Loop() {
+				b.StopTimer()
+				r := newReplicas(b, tt.replicas, func(c *config.Config) {
+					// Long-lived entries: the count is of cold fetches only.
+					setRoute(c, "/trade-api/v2/markets/{ticker}", 10*time.Minute, 0, 0)
+					if !tt.redis {
+						c.Redis.URL = ""
+					}
+				})
+				r.fake.SetLatency(20 * time.Millisecond)
+				b.StartTimer()
+				var wg sync.WaitGroup
+				for s := range 20 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for round := range 5 {
+							for k := range 50 {
+								r.get((s+k+round)%tt.replicas, marketPath(k+1))
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				b.StopTimer()
+				calls += r.fake.Total()
+				for i := range tt.replicas {
+					r.stop(i)
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(calls)/float64(b.N), "upstream-calls/op")
+		})
+	}
+}
+
+// BenchmarkRedisMemoryPerEntry reports what one L2 entry costs in Redis
+// (MEMORY USAGE, and used_memory growth over n entries) for a single
+// market and a 50-market page.
+func BenchmarkRedisMemoryPerEntry(b *testing.B) {
+	const n = 400
+	for _, tt := range []struct{ name, path, key string }{
+		{"market", "/trade-api/v2/markets/KXBIGSERIES-26JUN30-M%03d", "/trade-api/v2/markets/KXBIGSERIES-26JUN30-M001"},
+		{"page50", "/trade-api/v2/markets?series_ticker=KXMEM%03d&limit=50", "/trade-api/v2/markets?limit=50&series_ticker=KXMEM001"},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			r := newReplicas(b, 1, nil)
+			for i := range n {
+				r.fake.AddSeries(fmt.Sprintf("KXMEM%03d", i+1), 50)
+			}
+			used := func() float64 {
+				info, err := r.app(0).Cluster.Client().Info(context.Background(), "memory").Result()
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, line := range strings.Split(info, "\r\n") {
+					if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+						var n float64
+						fmt.Sscan(v, &n)
+						return n
+					}
+				}
+				return 0
+			}
+			before := used()
+			body := 0
+			for i := range n {
+				a := r.get(0, fmt.Sprintf(tt.path, i+1))
+				if a.status != http.StatusOK {
+					b.Fatalf("%s: %d", fmt.Sprintf(tt.path, i+1), a.status)
+				}
+				body += len(a.body)
+			}
+			after := used()
+			key := "kproxy:v1:e:" + tt.key
+			usage, err := r.app(0).Cluster.Client().MemoryUsage(context.Background(), key).Result()
+			if err != nil {
+				b.Fatalf("MEMORY USAGE %s: %v", key, err)
+			}
+			for b.Loop() {
+			}
+			b.ReportMetric(float64(usage), "memory-usage-B")
+			b.ReportMetric((after-before)/n, "used-memory-B/entry")
+			b.ReportMetric(float64(body)/n, "identity-body-B")
+		})
 	}
 }

@@ -123,6 +123,8 @@ type Cluster struct {
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
+	psMu   sync.Mutex
+	ps     *redis.PubSub // the current subscription, closed by Close to unblock listen
 }
 
 // New connects to Redis (without failing when it is down: the Cluster then
@@ -215,6 +217,11 @@ func New(cfg Config) (*Cluster, error) {
 // closes the connections.
 func (c *Cluster) Close() {
 	c.cancel()
+	c.psMu.Lock()
+	if c.ps != nil {
+		c.ps.Close()
+	}
+	c.psMu.Unlock()
 	c.done.Wait()
 	if c.up.Load() {
 		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
@@ -391,6 +398,14 @@ func (c *Cluster) listen(ctx context.Context, subscribed chan struct{}) {
 			continue
 		}
 		ps := c.rdb.Subscribe(ctx)
+		c.psMu.Lock()
+		if ctx.Err() != nil {
+			c.psMu.Unlock()
+			ps.Close()
+			return
+		}
+		c.ps = ps
+		c.psMu.Unlock()
 		if err := ps.Subscribe(ctx, c.chFill, c.chPurge); err != nil {
 			ps.Close()
 			if !sleep(ctx, c.interval/4) {

@@ -37,9 +37,8 @@ func (c *Cluster) Acquire(ctx context.Context, key string, fresh bool, since tim
 	}
 	minFetched := int64(0)
 	if !fresh {
-		// A forced refresh accepts only an answer fetched after it began
-		// (it truncates to ms as the encoding does).
-		minFetched = since.UnixMilli()
+		// A forced refresh accepts only an answer fetched after it began.
+		minFetched = since.UnixMicro()
 	}
 	msgs, stop := c.watch(key)
 	defer stop()
@@ -93,7 +92,7 @@ func (c *Cluster) tryClaim(key string, minFetched int64) (t fetch.Turn, held boo
 	defer cancel()
 	ek, lk := c.key("e", key), c.key("l", key)
 	res, err := claimScript.Run(ctx, c.rdb, []string{ek, lk, c.keyEpoch},
-		token, c.leaseTTL.Milliseconds(), c.now().UnixMilli(), minFetched).Slice()
+		token, c.leaseTTL.Milliseconds(), c.now().UnixMicro(), minFetched).Slice()
 	c.report(err)
 	if err != nil {
 		return fetch.Turn{}, false, err

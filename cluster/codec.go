@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/kproxy/kproxy/cache"
@@ -21,10 +22,10 @@ import (
 //	0      magic 'K'
 //	1      version (1)
 //	2      flags: bit 0 = the body below is gzip (identity otherwise)
-//	3-10   fetched at, unix milliseconds
-//	11-18  fresh for, milliseconds after fetched at       (read by claim.lua)
-//	19-26  servable while revalidating until, ms after fetched at
-//	27-34  servable on error until, ms after fetched at
+//	3-10   fetched at, unix microseconds
+//	11-18  fresh for, microseconds after fetched at       (read by claimScript)
+//	19-26  servable while revalidating until, µs after fetched at
+//	27-34  servable on error until, µs after fetched at
 //	35-36  status
 //	37-38  ETag length, then the ETag
 //	       header count (u16); each: name length (u16), name, value count
@@ -64,10 +65,9 @@ func encodeEntry(e *cache.Entry) []byte {
 	}
 	b := make([]byte, 0, n)
 	b = append(b, entryMagic, version, flags)
-	fetched := e.FetchedAt.UnixMilli()
-	b = binary.BigEndian.AppendUint64(b, uint64(fetched))
+	b = binary.BigEndian.AppendUint64(b, uint64(e.FetchedAt.UnixMicro()))
 	for _, t := range [...]time.Time{e.FreshUntil, e.RevalidateUntil, e.ErrorUntil} {
-		b = binary.BigEndian.AppendUint64(b, uint64(max(t.UnixMilli()-fetched, 0)))
+		b = binary.BigEndian.AppendUint64(b, uint64(max(t.Sub(e.FetchedAt).Microseconds(), 0)))
 	}
 	b = binary.BigEndian.AppendUint16(b, uint16(e.Status))
 	b = appendString16(b, e.ETag)
@@ -142,7 +142,7 @@ func decodeEntry(key string, b []byte) (*cache.Entry, error) {
 	if head == nil || head[0] != entryMagic || head[1] != version || head[2]&^flagGzip != 0 {
 		return nil, errCorrupt
 	}
-	fetchedMs := r.u64()
+	fetchedUs := r.u64()
 	var offs [3]uint64
 	for i := range offs {
 		offs[i] = r.u64()
@@ -167,32 +167,56 @@ func decodeEntry(key string, b []byte) (*cache.Entry, error) {
 		header[name] = vs
 	}
 	body := r.take(r.u32())
-	if !r.ok || len(r.b) != 0 || status < 100 || status > 999 || fetchedMs > 1<<53 {
+	if !r.ok || len(r.b) != 0 || status < 100 || status > 999 || fetchedUs > 1<<53 {
 		return nil, errCorrupt
 	}
 	for _, o := range offs {
-		if o > 1<<50 {
+		if o > 1<<53 {
 			return nil, errCorrupt
 		}
 	}
 	var gz []byte
 	if head[2]&flagGzip != 0 {
 		gz = body
-		zr, err := gzip.NewReader(bytes.NewReader(gz))
-		if err != nil {
-			return nil, errCorrupt
-		}
-		body, err = io.ReadAll(io.LimitReader(zr, maxDecoded+1))
-		if err != nil || len(body) > maxDecoded {
+		var err error
+		if body, err = gunzip(gz); err != nil {
 			return nil, errCorrupt
 		}
 	}
-	fetched := time.UnixMilli(int64(fetchedMs))
+	fetched := time.UnixMicro(int64(fetchedUs))
 	var until [3]time.Time
 	for i, o := range offs {
-		until[i] = fetched.Add(time.Duration(o) * time.Millisecond)
+		until[i] = fetched.Add(time.Duration(o) * time.Microsecond)
 	}
 	return cache.RestoreEntry(key, status, header, body, gz, etag, fetched, until), nil
+}
+
+// gzipReaders recycles decompressors: a gzip.Reader holds tens of KiB of
+// inflate state, too much to allocate on every L2 hit.
+var gzipReaders sync.Pool
+
+// gunzip decompresses gz (at most maxDecoded bytes).
+func gunzip(gz []byte) ([]byte, error) {
+	zr, _ := gzipReaders.Get().(*gzip.Reader)
+	var err error
+	if zr == nil {
+		zr, err = gzip.NewReader(bytes.NewReader(gz))
+	} else {
+		err = zr.Reset(bytes.NewReader(gz))
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer gzipReaders.Put(zr)
+	var buf bytes.Buffer
+	buf.Grow(4 * len(gz))
+	if _, err := io.Copy(&buf, io.LimitReader(zr, maxDecoded+1)); err != nil {
+		return nil, err
+	}
+	if buf.Len() > maxDecoded {
+		return nil, errCorrupt
+	}
+	return bytes.Clone(buf.Bytes()), nil
 }
 
 // encodeError is the L2 form of a shared fetch failure, kept briefly so

@@ -10,7 +10,7 @@ import "github.com/redis/go-redis/v9"
 // key, or names the claim's holder:
 //
 //	KEYS: entry, lease, epoch
-//	ARGV: token, lease ms, now ms, oldest acceptable fetch time ms
+//	ARGV: token, lease ms, now µs, oldest acceptable fetch time µs
 //	-> {1, entry} | {2, epoch} (claim taken) | {3, lease ms left}
 //
 // An entry is fresh enough when fetched at or after ARGV[4] and still fresh

@@ -210,11 +210,9 @@ func applyEnv(cfg *Config, env environment, from map[string]string) error {
 			return
 		}
 		if err := setScalar(v, raw); err != nil {
-			shown := raw
-			if strings.Contains(key, "token") {
-				shown = ""
-			}
-			firstErr = &KeyError{Key: varKey(name, key), Value: shown, Err: err}
+			// Only strings hold secrets (admin.token, redis.url), and
+			// setting a string cannot fail: the value is safe to show.
+			firstErr = &KeyError{Key: varKey(name, key), Value: raw, Err: err}
 			return
 		}
 		from[key] = name

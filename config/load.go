@@ -126,6 +126,13 @@ func Resolve(src Sources) (*Loaded, error) {
 	if err := cfg.Validate(); err != nil {
 		var ke *KeyError
 		if errors.As(err, &ke) {
+			if n, ok := l.From[ke.Key]; ok && strings.HasPrefix(n, EnvPrefix) {
+				// Show the value as typed when normalize only changed
+				// its case ("LOUD", not "loud").
+				if raw := env.get(n); strings.EqualFold(strings.TrimSpace(raw), ke.Value) {
+					ke.Value = raw
+				}
+			}
 			ke.Key = l.Name(ke.Key)
 		}
 		return l, err

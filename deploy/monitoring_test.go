@@ -470,9 +470,9 @@ func scrapeKproxy(t *testing.T) map[string]bool {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	do("GET", "/trade-api/v2/series/KXFEDDECISION", "")                // MISS
-	do("GET", "/trade-api/v2/series/KXFEDDECISION", "")                // HIT
-	do("GET", "/trade-api/v2/portfolio/balance", "")                   // BYPASS
+	do("GET", "/trade-api/v2/series/KXFEDDECISION", "")                  // MISS
+	do("GET", "/trade-api/v2/series/KXFEDDECISION", "")                  // HIT
+	do("GET", "/trade-api/v2/portfolio/balance", "")                     // BYPASS
 	do("POST", "/batch/series", `{"series_tickers": ["KXFEDDECISION"]}`) // batch item
 	fake.SetFault(kalshitest.Fault{Status: http.StatusServiceUnavailable, Times: 1})
 	do("GET", "/trade-api/v2/markets/KXFEDDECISION-26JUN30-H0", "") // a retried 503
@@ -486,9 +486,12 @@ func scrapeKproxy(t *testing.T) map[string]bool {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return slices.ContainsFunc(mfs, func(mf interface{ GetName() string }) bool {
-			return mf.GetName() == "kproxy_coalesced_total"
-		})
+		for _, mf := range mfs {
+			if mf.GetName() == "kproxy_coalesced_total" {
+				return true
+			}
+		}
+		return false
 	}
 	for _, m := range fake.MarketTickers("KXEARNINGSMENTIONMETA") {
 		if collapsed() {

@@ -103,6 +103,9 @@ func (f *Fetcher) lookupShared(ctx context.Context, key string, now time.Time) (
 // nil, reports the outcome through releaseShared.
 func (f *Fetcher) acquireShared(ctx context.Context, req *Request, checkCache bool, since time.Time, epoch uint64) (fl *flight, claim Claim, done bool) {
 	t := f.shared.Acquire(ctx, req.Key, checkCache, since)
+	if t.Waited && f.m != nil {
+		f.m.Coalesced.WithLabelValues(req.Route.Pattern).Inc()
+	}
 	switch {
 	case t.Claim != nil:
 		return nil, t.Claim, false

@@ -57,6 +57,20 @@
 // Cursors are opaque strings; the last page has "cursor":"". Routes
 // registered with [Server.Handle] take precedence over these.
 //
+// # WebSocket
+//
+// GET /trade-api/ws/v2 ([WSPath]) is Kalshi's WebSocket API (ws.go): the
+// handshake goes through the request pipeline below like any request, then
+// needs all three KALSHI-ACCESS-* headers when a public key is set; the fake
+// answers subscribe, update_subscription, unsubscribe and list_subscriptions
+// as Kalshi does, pings every [DefaultWSHeartbeat], and lets a test push
+// ticker, lifecycle, error and raw messages ([Server.PushTicker],
+// [Server.Tick], [Server.PushLifecycle], [Server.PushError],
+// [Server.PushRaw]), change the REST data to match ([Server.SetQuotes],
+// [Server.SetMarketStatus]), refuse handshakes ([Server.RefuseWS]), drop
+// connections ([Server.DropWS], [Server.CloseWS]) and wait for a state
+// ([Server.WaitWS], [Server.WaitWSTickers]) without sleeping.
+//
 // # Request pipeline
 //
 // Every request goes through the same steps, in order:
@@ -106,6 +120,8 @@ type Server struct {
 	handleMu  sync.Mutex // serializes writers of overrides
 	overrides []override // guarded by handleMu
 	override  atomic.Pointer[http.ServeMux]
+
+	ws *wsHub // the WebSocket side (ws.go)
 
 	publicKey atomic.Pointer[rsa.PublicKey]
 	latency   atomic.Int64 // time.Duration
@@ -201,6 +217,7 @@ func New() *Server {
 		tpl:    loadTemplates(),
 		byPath: make(map[string]int),
 		byURI:  make(map[string]int),
+		ws:     newWSHub(),
 	}
 	specs := s.tpl.defaultSpecs()
 	series := make([]*seriesData, len(specs))
@@ -209,6 +226,7 @@ func New() *Server {
 	}
 	s.data.Store(newUniverse(series))
 	s.builtin = s.routes()
+	s.builtin.HandleFunc("GET "+WSPath, s.serveWS)
 	return s
 }
 
@@ -381,8 +399,10 @@ func (s *Server) Requests() []Recorded {
 }
 
 // Reset zeroes the request counters, the recorded requests and the signature
-// counters. Data, overrides, latency, fault, stall and public key are kept.
+// counters, and the WebSocket counters and command log. Data, overrides,
+// latency, fault, stall, public key and open WebSocket connections are kept.
 func (s *Server) Reset() {
+	s.ws.reset()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.total = 0

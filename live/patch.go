@@ -55,17 +55,14 @@ type state struct {
 // tickerMsg is the msg of a ticker message. Pointers tell a missing field
 // from an empty one.
 type tickerMsg struct {
-	MarketTicker   string  `json:"market_ticker"`
-	Price          *string `json:"price_dollars"`
-	YesBid         *string `json:"yes_bid_dollars"`
-	YesAsk         *string `json:"yes_ask_dollars"`
-	Volume         *string `json:"volume_fp"`
-	OpenInterest   *string `json:"open_interest_fp"`
-	YesBidSize     *string `json:"yes_bid_size_fp"`
-	YesAskSize     *string `json:"yes_ask_size_fp"`
-	LastTradeSize  *string `json:"last_trade_size_fp"`
-	DollarVolume   any     `json:"dollar_volume"`
-	DollarInterest any     `json:"dollar_open_interest"`
+	MarketTicker string  `json:"market_ticker"`
+	Price        *string `json:"price_dollars"`
+	YesBid       *string `json:"yes_bid_dollars"`
+	YesAsk       *string `json:"yes_ask_dollars"`
+	Volume       *string `json:"volume_fp"`
+	OpenInterest *string `json:"open_interest_fp"`
+	YesBidSize   *string `json:"yes_bid_size_fp"`
+	YesAskSize   *string `json:"yes_ask_size_fp"`
 }
 
 // Reasons a ticker message is rejected.
@@ -121,11 +118,11 @@ func complement(x int64) []byte {
 }
 
 // parseTicker reads a ticker message's msg into its market and the values
-// it sets on top of prev (nil: nothing known yet). Missing fields keep
+// it sets on top of what prevOf returns for it (nil: nothing known yet). Missing fields keep
 // their previous values; an empty price_dollars (a market never traded)
 // leaves last_price_dollars alone. A message with any value out of range
 // is rejected whole.
-func parseTicker(raw json.RawMessage, prev *state) (string, *state, error) {
+func parseTicker(raw json.RawMessage, prevOf func(ticker string) *state) (string, *state, error) {
 	var m tickerMsg
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return "", nil, err
@@ -134,7 +131,7 @@ func parseTicker(raw json.RawMessage, prev *state) (string, *state, error) {
 		return "", nil, errNoTicker
 	}
 	next := &state{}
-	if prev != nil {
+	if prev := prevOf(m.MarketTicker); prev != nil {
 		next.values = prev.values
 	}
 	set := func(f int, v *string, price bool) error {

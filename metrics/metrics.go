@@ -137,3 +137,14 @@ func New(stats CacheStats) *Metrics {
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 }
+
+// Traffic returns a gatherer of the request, upstream, cache and breaker
+// metrics only, without the Go runtime and process collectors (which read
+// /proc): the status page reads it every second. The metrics are the same
+// instances as in Registry.
+func (m *Metrics) Traffic() prometheus.Gatherer {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.Requests, m.RequestDuration, m.UpstreamRequests, m.Coalesced,
+		m.CacheItems, m.CacheBytes, m.CacheEvictions, m.BreakerState)
+	return reg
+}

@@ -40,6 +40,9 @@ type Config struct {
 	UpstreamURL string
 	// RedisState, if set, is shown by /readyz as "redis" ("up" or "down").
 	RedisState func() string
+	// LiveState, if set, is shown by /readyz as "live" (the push feed:
+	// "connected", "connecting" or "off"); nil shows "off".
+	LiveState func() string
 	// Metrics may be nil (no /metrics, nothing recorded).
 	Metrics *metrics.Metrics
 	// Logger is for errors and state changes; AccessLog, if set, gets one
@@ -58,6 +61,7 @@ type Server struct {
 	admin    string
 	upURL    string
 	redis    func() string
+	live     func() string
 	m        *metrics.Metrics
 	log      *slog.Logger
 	access   slog.Handler
@@ -84,6 +88,7 @@ func New(cfg Config) (*Server, error) {
 		admin:  cfg.AdminToken,
 		upURL:  cfg.UpstreamURL,
 		redis:  cfg.RedisState,
+		live:   cfg.LiveState,
 		m:      cfg.Metrics,
 		log:    cfg.Logger,
 		access: cfg.AccessLog,
@@ -240,6 +245,8 @@ type Readiness struct {
 	Upstream string `json:"upstream"`
 	// Redis is "up" or "down" with a shared tier configured.
 	Redis string `json:"redis,omitempty"`
+	// Live is the push feed: "connected", "connecting" or "off".
+	Live string `json:"live,omitempty"`
 }
 
 // Stats is the cache part of Readiness.
@@ -256,6 +263,10 @@ func (s *Server) handleReady(c echo.Context) error {
 	}
 	if s.redis != nil {
 		r.Redis = s.redis()
+	}
+	r.Live = "off"
+	if s.live != nil {
+		r.Live = s.live()
 	}
 	code := http.StatusOK
 	if s.draining.Load() {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -88,11 +89,11 @@ type Collector struct {
 	routes      map[string]*routeStats // of the newest sample
 	breaker     string                 // state at the newest sample
 	transitions []transition           // oldest first, at most maxTransitions
-	gatherErr   error
 
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
+	stop    chan struct{}
+	done    chan struct{}
+	running atomic.Bool // Start ran
+	once    sync.Once
 }
 
 // New validates cfg and returns a Collector that has taken its first
@@ -132,8 +133,11 @@ func New(cfg Config) (*Collector, error) {
 }
 
 // Start samples every Interval in a goroutine of its own until Close or
-// ctx ends.
+// ctx ends. Calls after the first do nothing.
 func (c *Collector) Start(ctx context.Context) {
+	if c.running.Swap(true) {
+		return
+	}
 	go func() {
 		defer close(c.done)
 		t := time.NewTicker(c.cfg.Interval)
@@ -156,6 +160,9 @@ func (c *Collector) Start(ctx context.Context) {
 func (c *Collector) Close() {
 	c.once.Do(func() {
 		close(c.stop)
+		if !c.running.Load() {
+			return
+		}
 		select {
 		case <-c.done:
 		case <-time.After(5 * time.Second):
@@ -167,6 +174,9 @@ func (c *Collector) Close() {
 // periodic sampler calls it; tests call it with an injected clock.
 func (c *Collector) Sample() {
 	s, routes, err := read(c.cfg.Gatherer)
+	if err != nil {
+		return // nothing read: the previous sample stays the newest
+	}
 	s.at = c.cfg.Now()
 	state := ""
 	if c.cfg.Breaker != nil {
@@ -177,10 +187,6 @@ func (c *Collector) Sample() {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.gatherErr = err
-	if err != nil {
-		return // nothing read: keep the previous sample
-	}
 	c.ring.add(s)
 	c.routes = routes
 	c.breaker = state

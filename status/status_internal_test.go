@@ -1,6 +1,7 @@
 package status
 
 import (
+	"context"
 	"math"
 	"strings"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func TestRingKeepsTheNewestAndWraps(t *testing.T) {
@@ -342,5 +344,52 @@ func TestPageAllowsOnlyItsOwnScriptAndStyle(t *testing.T) {
 		if strings.Contains(html, bad) {
 			t.Errorf("page contains %q", bad)
 		}
+	}
+}
+
+// countingGatherer reports each Gather on a channel.
+type countingGatherer struct {
+	prometheus.Gatherer
+	calls chan struct{}
+}
+
+func (g countingGatherer) Gather() ([]*dto.MetricFamily, error) {
+	select {
+	case g.calls <- struct{}{}:
+	default:
+	}
+	return g.Gatherer.Gather()
+}
+
+func TestCloseStopsTheSampler(t *testing.T) {
+	g := countingGatherer{Gatherer: newFakeKproxy().reg, calls: make(chan struct{}, 1)}
+	c, err := New(Config{Gatherer: g, Interval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-g.calls // New's own sample
+	c.Start(context.Background())
+	<-g.calls // the ticker's
+	<-g.calls
+	c.Close()
+	select {
+	case <-c.done:
+	default:
+		t.Fatal("Close returned with the sampler still running")
+	}
+	c.Close() // twice is fine
+}
+
+func TestCloseWithoutStartReturnsAtOnce(t *testing.T) {
+	c, err := New(Config{Gatherer: newFakeKproxy().reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { c.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		t.Fatal("Close without Start waited")
 	}
 }

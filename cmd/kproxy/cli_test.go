@@ -180,7 +180,9 @@ func TestSIGTERMDrainsForDrainDelayThenExitsZero(t *testing.T) {
 	t.Setenv("KPROXY_LOG_FORMAT", "text")
 	var stderr lockedBuffer
 	exit := make(chan int, 1)
-	go func() { exit <- run([]string{"-listen", "127.0.0.1:0", "-upstream", "http://127.0.0.1:1"}, io.Discard, &stderr) }()
+	go func() {
+		exit <- run([]string{"-listen", "127.0.0.1:0", "-upstream", "http://127.0.0.1:1"}, io.Discard, &stderr)
+	}()
 	addrRE := regexp.MustCompile(`msg="kproxy listening" addr=(127\.0\.0\.1:\d+)`)
 	var base string
 	for deadline := time.Now().Add(10 * time.Second); base == ""; {

@@ -313,7 +313,7 @@ Flags:
 
 func healthcheckFlags(fs *flag.FlagSet) (url *string, timeout *time.Duration) {
 	url = fs.String("url", "http://127.0.0.1:8080/healthz", "`URL` to GET")
-	timeout = fs.Duration("timeout", 3*time.Second, "give up after this long (a Go `duration`)")
+	timeout = fs.Duration("timeout", 3*time.Second, "give up after `DURATION`, a Go duration such as 500ms or 3s")
 	return url, timeout
 }
 
