@@ -26,6 +26,7 @@ import (
 	"github.com/kproxy/kproxy/route"
 	"github.com/kproxy/kproxy/status"
 	"github.com/kproxy/kproxy/upstream"
+	"github.com/kproxy/kproxy/wsproxy"
 )
 
 // Options adjust how an App is built; the zero value is production.
@@ -38,6 +39,9 @@ type Options struct {
 	Transport http.RoundTripper
 	// RetryBase and RetryCap override the retry backoff (tests).
 	RetryBase, RetryCap time.Duration
+	// BodyTimeout overrides how long a passed-through body may take to
+	// arrive (tests; 0: proxy.BodyTimeout).
+	BodyTimeout time.Duration
 	// Version is shown by the status page; empty means "dev".
 	Version string
 }
@@ -60,6 +64,8 @@ type App struct {
 	// Cluster links this replica to the others through Redis; nil without
 	// redis.url.
 	Cluster *cluster.Cluster
+	// WS is the WebSocket pass-through on /trade-api/ws/v2.
+	WS *wsproxy.Proxy
 
 	accessBuf *logging.Buffered
 }
@@ -199,7 +205,21 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	wsURL, err := cfg.WSURL()
+	if err != nil {
+		return nil, fmt.Errorf("config: upstream.ws_url: %w", err)
+	}
+	a.WS, err = wsproxy.New(wsproxy.Config{
+		Upstream:         wsURL,
+		HandshakeTimeout: timeout,
+		Metrics:          m,
+		Logger:           a.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
 	a.Server, err = proxy.New(proxy.Config{
+		WebSocket:   a.WS,
 		Fetcher:     a.Fetcher,
 		Routes:      routes,
 		Upstream:    a.Upstream,
@@ -211,6 +231,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Metrics:     m,
 		Logger:      a.Logger,
 		AccessLog:   access,
+		BodyTimeout: opts.BodyTimeout,
 	})
 	if err != nil {
 		return nil, err
@@ -229,6 +250,20 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	}
 	b.Register(a.Server.Handle)
 	if cfg.Status.Enabled && m != nil {
+		// Interfaces left nil (not a nil pointer in them) show "off".
+		var redisPart, livePart status.Part
+		if a.Cluster != nil {
+			redisPart = status.PartFunc(func() map[string]any {
+				return map[string]any{"state": a.Cluster.State(), "replicas": a.Cluster.Alive()}
+			})
+		}
+		if a.Live != nil {
+			livePart = status.PartFunc(func() map[string]any {
+				st := a.Live.Stats()
+				return map[string]any{"state": st.State, "hot_markets": st.Hot, "subscribed": st.Subscribed,
+					"tickers_applied": st.Tickers, "lifecycles_applied": st.Lifecycles}
+			})
+		}
 		a.Status, err = status.New(status.Config{
 			Gatherer: m.Traffic(),
 			Version:  opts.Version,
@@ -237,6 +272,8 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 			ReadRate: read, WriteRate: write,
 			MaxBytes: int64(cfg.Cache.MaxBytes),
 			Breaker:  func() string { return a.Breaker.State().String() },
+			Redis:    redisPart,
+			Live:     livePart,
 		})
 		if err != nil {
 			return nil, err
@@ -367,7 +404,15 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	a.Logger.Info("draining: listener closed, finishing in-flight requests", "timeout", a.Config.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(a.Config.ShutdownTimeout))
 	defer cancel()
+	// Hijacked WebSocket connections are not http.Server's: they get a
+	// 1001 close frame now and up to the same timeout to close.
+	wsDone := make(chan struct{})
+	go func() {
+		a.WS.Shutdown(sctx)
+		close(wsDone)
+	}()
 	err := a.Server.Shutdown(sctx, hs)
+	<-wsDone
 	if errors.Is(err, context.DeadlineExceeded) {
 		a.Logger.Warn("shutdown timeout reached; closing remaining connections")
 		hs.Close()
@@ -379,6 +424,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 
 // Close releases the App's resources and flushes the access log.
 func (a *App) Close() {
+	a.WS.Close()
 	if a.Live != nil {
 		a.Live.Close()
 	}

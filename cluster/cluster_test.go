@@ -277,7 +277,9 @@ func TestWaiterOutcomes(t *testing.T) {
 		{"401 is not shared: fetch yourself", fetch.SharedOutcome{Private: true, Entry: entry("k", []byte("x"), time.Now())},
 			func(w fetch.Turn) bool { return w.Entry == nil && w.Err == nil && w.Claim == nil }},
 		{"failure is shared", fetch.SharedOutcome{Err: &upstream.Error{Status: 504, Code: "upstream_timeout", Msg: "m"}},
-			func(w fetch.Turn) bool { return w.Err != nil && w.Err.Status == 504 && w.Err.Code == "upstream_timeout" }},
+			func(w fetch.Turn) bool {
+				return w.Err != nil && w.Err.Status == 504 && w.Err.Code == "upstream_timeout"
+			}},
 		{"one-off answer is shared, not stored", fetch.SharedOutcome{Entry: cache.NewEntry("k", 503, nil, []byte("down"), time.Now(), cache.Windows{}, false)},
 			func(w fetch.Turn) bool { return w.Entry != nil && w.Entry.Status == 503 && !w.Stored }},
 	} {

@@ -113,7 +113,9 @@ func (s *Store) Delete(key string) bool {
 }
 
 // List lists L1.
-func (s *Store) List(prefix string, limit int) ([]*cache.Entry, int) { return s.c.l1.List(prefix, limit) }
+func (s *Store) List(prefix string, limit int) ([]*cache.Entry, int) {
+	return s.c.l1.List(prefix, limit)
+}
 
 // Stats describes L1.
 func (s *Store) Stats() cache.Stats { return s.c.l1.Stats() }
@@ -131,7 +133,9 @@ func (c *Cluster) purgeL2(kind byte, arg string) (int, error) {
 	// A purge may touch many keys: each step has its own deadline, the
 	// whole purge a bound of its own.
 	deadline := time.Now().Add(10 * time.Second)
-	step := func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), c.timeout) }
+	step := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), c.timeout)
+	}
 	ctx, cancel := step()
 	e, err := c.rdb.Incr(ctx, c.keyEpoch).Result()
 	cancel()
@@ -197,4 +201,3 @@ func globEscape(s string) string {
 	}
 	return b.String()
 }
-

@@ -59,3 +59,16 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestDecodeEmptyKeyIsNamed is the regression test of what FuzzDecode
+// found: an empty mapping key (here behind an anchor) gave the error
+// "config: : unknown key", naming nothing.
+func TestDecodeEmptyKeyIsNamed(t *testing.T) {
+	for _, in := range []string{"&0000000:\n  0000000: 00000\n000: 00", `"": 1`, "upstream:\n  \"\": 1\n"} {
+		err := config.Decode([]byte(in), config.Default())
+		var ke *config.KeyError
+		if !errors.As(err, &ke) || !strings.Contains(ke.Key, `""`) {
+			t.Errorf("Decode(%q) = %v, want a KeyError naming the empty key as \"\"", in, err)
+		}
+	}
+}

@@ -192,6 +192,9 @@ func decode(n *yaml.Node, v reflect.Value, key string) error {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			name := n.Content[i].Value
 			sub := joinKey(key, name)
+			if name == "" {
+				sub = joinKey(key, `""`) // an empty (or anchored-empty) key still gets a name
+			}
 			f, ok := fieldByTag(v, name)
 			if !ok {
 				return &KeyError{Key: sub, Err: errors.New("unknown key")}

@@ -14,14 +14,19 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/kproxy/kproxy/config"
 )
 
 // contractEnv is the set of environment variables kproxy reads
 // (CONTRACT.md, "Environment").
-var contractEnv = []string{
-	"KPROXY_CONFIG", "KPROXY_LISTEN", "KPROXY_UPSTREAM", "KPROXY_ADMIN_TOKEN",
-	"KPROXY_LOG_LEVEL", "KPROXY_LOG_FORMAT", "KPROXY_REDIS_URL",
-}
+var contractEnv = func() []string {
+	names := []string{"KPROXY_CONFIG", "KPROXY_UPSTREAM"}
+	for _, v := range config.Vars() {
+		names = append(names, v.Name)
+	}
+	return names
+}()
 
 const (
 	binaryPath   = "/usr/local/bin/kproxy"

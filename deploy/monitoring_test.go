@@ -433,16 +433,17 @@ func TestMetricNames(t *testing.T) {
 // scrapeKproxy runs kproxy in-process in front of the fake Kalshi, sends it
 // traffic that creates a series of every labelled family (hits, misses, a
 // retried 503, collapsed requests, a batch) and returns the names of the
-// samples /metrics exposes.
-func scrapeKproxy(t *testing.T) map[string]bool {
+// samples /metrics exposes, with its sample lines. Its read and write
+// budgets are 1000 and 10 requests/s.
+func scrapeKproxy(t *testing.T) (map[string]bool, []string) {
 	t.Helper()
 	fake := kalshitest.New()
 	up := httptest.NewServer(fake)
 	t.Cleanup(up.Close)
 	cfg := config.Default()
 	cfg.Upstream.URL = up.URL
-	rate := 1000.0
-	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate
+	read, write := 1000.0, 10.0
+	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &read, &write
 	cfg.Batch.AutoWindow = 0
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config: %v", err)
@@ -511,6 +512,7 @@ func scrapeKproxy(t *testing.T) map[string]bool {
 	}
 	defer resp.Body.Close()
 	names := map[string]bool{}
+	var samples []string
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -520,19 +522,20 @@ func scrapeKproxy(t *testing.T) map[string]bool {
 		}
 		if i := strings.IndexAny(line, "{ "); i > 0 {
 			names[line[:i]] = true
+			samples = append(samples, line)
 		}
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	return names
+	return names, samples
 }
 
 // Every metric the dashboard and the alert rules read is one kproxy
 // exports (histograms as _bucket, _sum, _count), so no panel stays empty
 // and no alert waits on a series that never comes. up is Prometheus's own.
 func TestMonitoringMetricsExist(t *testing.T) {
-	exported := scrapeKproxy(t)
+	exported, samples := scrapeKproxy(t)
 	queries := loadDashboard(t).queries(t)
 	for _, r := range alertRules(t) {
 		if r.Alert != "" {
@@ -558,7 +561,77 @@ func TestMonitoringMetricsExist(t *testing.T) {
 	if used < 30 {
 		t.Errorf("only %d metric references found in the dashboard and rules; the extraction is broken", used)
 	}
-	if !exported["kproxy_upstream_budget_per_second"] {
-		t.Errorf("kproxy_upstream_budget_per_second missing from /metrics")
+	// The budget the dashboard draws the upstream rate against is the
+	// configured one.
+	for _, want := range []string{
+		`kproxy_upstream_budget_per_second{kind="read"} 1000`,
+		`kproxy_upstream_budget_per_second{kind="write"} 10`,
+	} {
+		if !slices.Contains(samples, want) {
+			t.Errorf("/metrics has no line %s", want)
+		}
 	}
+}
+
+// The headline panels compute what their titles say: promtool evaluates
+// their queries on known series (9 hits/s, 1 miss/s, 0.5 collapsed/s,
+// private traffic on the side, 0.5 upstream requests/s against a read
+// budget of 1/s, an open breaker).
+func TestDashboardHeadlineNumbers(t *testing.T) {
+	d := loadDashboard(t)
+	expr := func(title string) string {
+		for _, p := range d.allPanels() {
+			if p.Title == title && len(p.Targets) > 0 {
+				return grafanaVars.Replace(p.Targets[0].Expr)
+			}
+		}
+		t.Fatalf("no panel %q", title)
+		return ""
+	}
+	lbl := `job="kproxy", instance="k1:8080"`
+	req := func(cache string) string {
+		return `kproxy_requests_total{` + lbl + `, route="/trade-api/v2/markets", method="GET", code="200", cache="` + cache + `"}`
+	}
+	type sample struct {
+		Labels string  `yaml:"labels"`
+		Value  float64 `yaml:"value"`
+	}
+	type exprTest struct {
+		Expr       string   `yaml:"expr"`
+		EvalTime   string   `yaml:"eval_time"`
+		ExpSamples []sample `yaml:"exp_samples"`
+	}
+	check := func(title string, want float64) exprTest {
+		return exprTest{Expr: expr(title), EvalTime: "10m", ExpSamples: []sample{{Labels: "{}", Value: want}}}
+	}
+	doc := map[string]any{
+		"tests": []any{map[string]any{
+			"interval": "1m",
+			"input_series": []map[string]string{
+				{"series": req("HIT"), "values": "0+540x10"},
+				{"series": req("MISS"), "values": "0+60x10"},
+				{"series": req("BYPASS"), "values": "0+600x10"},
+				{"series": `kproxy_coalesced_total{` + lbl + `, route="/trade-api/v2/markets"}`, "values": "0+30x10"},
+				{"series": `kproxy_upstream_requests_total{` + lbl + `, route="/trade-api/v2/markets", code="200"}`, "values": "0+30x10"},
+				{"series": `kproxy_upstream_budget_per_second{` + lbl + `, kind="read"}`, "values": "1x10"},
+				{"series": `kproxy_upstream_budget_per_second{` + lbl + `, kind="write"}`, "values": "10x10"},
+				{"series": `kproxy_breaker_state{` + lbl + `}`, "values": "0 0 0 0 0 0 0 0 2 2 2"},
+			},
+			"promql_expr_test": []exprTest{
+				check("Hit ratio (5m)", 0.9),
+				check("Never reached Kalshi (5m)", 0.95),
+				check("Upstream rate / read budget", 0.5),
+				check("Circuit breaker", 2),
+			},
+		}},
+	}
+	data, err := yaml.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "headline_test.yml"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runPromtool(t, dir, "test", "rules", "headline_test.yml")
 }

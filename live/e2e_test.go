@@ -60,7 +60,7 @@ func (s *syncBuffer) String() string {
 // rig is kproxy with live.enabled in front of a fake Kalshi that checks
 // every signature, REST and WebSocket.
 type rig struct {
-	t    *testing.T
+	t    testing.TB
 	fake *kalshitest.Server
 	up   *httptest.Server
 	a    *app.App
@@ -68,7 +68,7 @@ type rig struct {
 	logs *syncBuffer
 }
 
-func start(t *testing.T, mutate func(*config.Config)) *rig {
+func start(t testing.TB, mutate func(*config.Config)) *rig {
 	t.Helper()
 	r := &rig{t: t, fake: kalshitest.New(), logs: &syncBuffer{}}
 	k := testKey(t)
@@ -88,6 +88,7 @@ func start(t *testing.T, mutate func(*config.Config)) *rig {
 	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate
 	cfg.Batch.AutoWindow = 0
 	cfg.Live.Enabled = true
+	cfg.Log.Access = false
 	if mutate != nil {
 		mutate(cfg)
 	}
@@ -300,7 +301,7 @@ func TestFeedDroppedTTLRulesAndResubscribes(t *testing.T) {
 	if !e.FreshUntil.After(e.FetchedAt.Add(2 * time.Second)) {
 		t.Fatalf("not pushed-fresh before the drop: fresh for %v", e.FreshUntil.Sub(e.FetchedAt))
 	}
-	connects := r.a.Live.Stats().Connects
+	connects, tickers := r.a.Live.Stats().Connects, r.a.Live.Stats().Tickers
 	dropped := time.Now()
 	if n := r.fake.DropWS(); n != 1 {
 		t.Fatalf("DropWS closed %d connections", n)
@@ -310,7 +311,8 @@ func TestFeedDroppedTTLRulesAndResubscribes(t *testing.T) {
 	if want := e.FetchedAt.Add(2 * time.Second); !e.FreshUntil.Equal(want) {
 		t.Errorf("after the drop: fresh for %v after the fetch, want the ttl (2s)", e.FreshUntil.Sub(e.FetchedAt))
 	}
-	r.wait("the reconnect", func(st live.Stats) bool { return st.Connects > connects && st.Subscribed == 1 })
+	// The resubscription's snapshot is one more ticker message.
+	r.wait("the reconnect", func(st live.Stats) bool { return st.Connects > connects && st.Tickers > tickers })
 	if d := time.Since(dropped); d > 2*time.Second {
 		t.Errorf("reconnected after %v, want about a second at most", d)
 	}

@@ -64,7 +64,7 @@ type rig struct {
 	mu     sync.Mutex
 }
 
-func newRig(t *testing.T, legacyFields bool) *rig {
+func newRig(t testing.TB, legacyFields bool) *rig {
 	t.Helper()
 	mem, err := cache.NewMemory(cache.Config{MaxBytes: 64 << 20})
 	if err != nil {
@@ -119,7 +119,7 @@ func (r *rig) hot(states map[string]*state) {
 	r.f.healthy.Store(true)
 }
 
-func (r *rig) get(t *testing.T, key string) *cache.Entry {
+func (r *rig) get(t testing.TB, key string) *cache.Entry {
 	t.Helper()
 	e, ok := r.store.Get(key)
 	if !ok {

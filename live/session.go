@@ -83,6 +83,12 @@ type runner struct {
 	lifeReq, tickReq int64           // ids of subscribe commands awaiting their answer
 	sent             map[string]bool // tickers sent on the ticker subscription
 	pendAdd, pendDel map[string]bool
+
+	// dirty holds the markets whose new state is not yet written into the
+	// cache, done the labels of the frames handled meanwhile: a burst of
+	// frames is applied with one rewrite per cached answer.
+	dirty map[string]bool
+	done  []string
 }
 
 // run owns the connection, reconnecting with backoff until Close.
@@ -90,7 +96,7 @@ func (f *Feed) run() {
 	defer close(f.finished)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r := &runner{f: f, ctx: ctx, hot: map[string]*market{}, pendAdd: map[string]bool{}, pendDel: map[string]bool{}}
+	r := &runner{f: f, ctx: ctx, hot: map[string]*market{}, pendAdd: map[string]bool{}, pendDel: map[string]bool{}, dirty: map[string]bool{}}
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
 	r.dial()
@@ -106,7 +112,7 @@ func (f *Feed) run() {
 			r.retryC = nil
 			r.dial()
 		case b := <-r.frames:
-			r.frame(b)
+			r.frames1(b)
 		case err := <-r.readErr:
 			r.lost(err)
 		case t := <-f.cands:
@@ -246,6 +252,7 @@ func (r *runner) endSession() {
 	for _, m := range r.hot {
 		m.st.Store(nil)
 	}
+	clear(r.dirty)
 	f.revertAll()
 	r.flushC = nil
 	r.sync(nil)
@@ -409,6 +416,47 @@ func (r *runner) publish() {
 	r.f.hot.Store(&view)
 }
 
+// maxBurst bounds the frames applied together.
+const maxBurst = 256
+
+// frames1 handles b and the frames already waiting behind it (up to
+// maxBurst), then writes the new states into the cache, each cached answer
+// once, and only then counts the frames as handled.
+func (r *runner) frames1(b []byte) {
+	r.frame(b)
+	for range maxBurst - 1 {
+		select {
+		case next := <-r.frames:
+			r.frame(next)
+			continue
+		default:
+		}
+		break
+	}
+	r.apply()
+}
+
+// apply writes the dirty markets' states into every cached answer holding
+// them, then reports the frames handled.
+func (r *runner) apply() {
+	if len(r.dirty) > 0 {
+		keys := map[string]bool{}
+		for t := range r.dirty {
+			for _, k := range r.f.idx.holders(t) {
+				keys[k] = true
+			}
+		}
+		clear(r.dirty)
+		for k := range keys {
+			r.f.repatch(k)
+		}
+	}
+	for _, typ := range r.done {
+		r.handled(typ)
+	}
+	r.done = r.done[:0]
+}
+
 // frame handles one message from Kalshi. Nothing in a frame can stop the
 // feed: what is not understood is counted, logged once per kind, and
 // dropped.
@@ -418,7 +466,7 @@ func (r *runner) frame(b []byte) {
 	if err := json.Unmarshal(b, &env); err != nil || env.Type == "" {
 		f.count("invalid")
 		f.logOnce("invalid", "live feed: a frame that is not a Kalshi message", "frame", clip(b))
-		r.handled("invalid")
+		r.done = append(r.done, "invalid")
 		return
 	}
 	typ := env.Type
@@ -439,7 +487,7 @@ func (r *runner) frame(b []byte) {
 		f.logOnce("unknown", "live feed: a message type kproxy does not know (ignored)", "type", clip([]byte(env.Type)))
 	}
 	f.count(typ)
-	r.handled(typ)
+	r.done = append(r.done, typ)
 }
 
 // handled counts a frame of typ once it has been dealt with.
@@ -482,11 +530,12 @@ func clip(b []byte) string {
 }
 
 // ticker applies a ticker message to every cached answer holding its
-// market; it returns the message's label ("ticker" or "rejected").
+// market; it returns the message's label: "ticker" (applied), "ignored"
+// (not on our subscription, or a market no longer hot) or "rejected".
 func (r *runner) ticker(env envelope) string {
 	f := r.f
 	if r.tickSid == 0 || (env.Sid != 0 && env.Sid != r.tickSid) {
-		return chanTicker // not (or no longer) our subscription
+		return "ignored" // not (or no longer) our subscription
 	}
 	ticker, st, err := parseTicker(env.Msg, func(t string) *state {
 		if m := r.hot[t]; m != nil {
@@ -500,10 +549,10 @@ func (r *runner) ticker(env envelope) string {
 	}
 	m := r.hot[ticker]
 	if m == nil {
-		return chanTicker // not hot (any more): nothing of ours to keep fresh
+		return "ignored" // not hot (any more): nothing of ours to keep fresh
 	}
 	m.st.Store(st)
-	f.push(ticker)
+	r.dirty[ticker] = true
 	return chanTicker
 }
 

@@ -32,6 +32,9 @@ type Metrics struct {
 	// ("read", "write"), set once at startup, so dashboards can draw the
 	// upstream rate against it.
 	UpstreamBudget *prometheus.GaugeVec
+	// WSConnections is kproxy_ws_connections: open WebSocket pass-through
+	// connections (package wsproxy).
+	WSConnections prometheus.Gauge
 	// RedisUp is kproxy_redis_up (1 while Redis answers, else 0); nil
 	// until EnableRedis registers it (only with redis.url set).
 	RedisUp prometheus.Gauge
@@ -126,10 +129,13 @@ func New(stats CacheStats) *Metrics {
 		UpstreamBudget: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kproxy_upstream_budget_per_second", Help: "Configured upstream rate budget in requests/s, by kind (read, write): upstream.read_rate and upstream.write_rate.",
 		}, []string{"kind"}),
+		WSConnections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kproxy_ws_connections", Help: "Open WebSocket pass-through connections on /trade-api/ws/v2.",
+		}),
 	}
 	reg.MustRegister(m.Requests, m.RequestDuration, m.UpstreamRequests, m.UpstreamDuration, m.Coalesced,
 		m.CacheItems, m.CacheBytes, m.CacheEvictions, m.BreakerState, m.RateLimitWait, m.UpstreamRetries,
-		m.BatchItems, m.AutoBatched, m.UpstreamBudget)
+		m.BatchItems, m.AutoBatched, m.UpstreamBudget, m.WSConnections)
 	return m
 }
 

@@ -242,8 +242,18 @@ func matchesETag(values []string, etag string) bool {
 // streamed both ways.
 func (s *Server) passThrough(c echo.Context, info *reqInfo) {
 	r := c.Request()
+	if !s.bufferBody(c.Response(), r) {
+		info.status = c.Response().Status
+		return
+	}
 	attempts := new(int)
 	ctx := upstream.WithRoute(r.Context(), info.route, attempts)
+	// Fair shares: the client is its key, else its address.
+	client := "addr:" + fetch.ClientIP(r)
+	if k := r.Header["Kalshi-Access-Key"]; len(k) > 0 && k[0] != "" {
+		client = "key:" + k[0]
+	}
+	ctx = upstream.WithClient(ctx, client)
 	s.rp.ServeHTTP(c.Response(), r.WithContext(ctx))
 	info.status, info.attempts = c.Response().Status, *attempts
 }

@@ -43,12 +43,18 @@ type Config struct {
 	// LiveState, if set, is shown by /readyz as "live" (the push feed:
 	// "connected", "connecting" or "off"); nil shows "off".
 	LiveState func() string
+	// WebSocket, if set, serves GET /trade-api/ws/v2 (the WebSocket
+	// pass-through, package wsproxy); nil leaves that path a 404.
+	WebSocket http.Handler
 	// Metrics may be nil (no /metrics, nothing recorded).
 	Metrics *metrics.Metrics
 	// Logger is for errors and state changes; AccessLog, if set, gets one
 	// line per request.
 	Logger    *slog.Logger
 	AccessLog slog.Handler
+	// BodyTimeout bounds reading a passed-through request's body (a write
+	// trickled by a slow client); 0 means BodyTimeout (10s).
+	BodyTimeout time.Duration
 }
 
 // Server is kproxy's HTTP handler. It is safe for concurrent use.
@@ -69,6 +75,8 @@ type Server struct {
 	rp       *httputil.ReverseProxy
 	hot      map[*route.Route]*hotMetrics
 	draining atomic.Bool
+	// bodyTimeout bounds reading a passed-through body (limits.go).
+	bodyTimeout time.Duration
 	// allow lists the methods of each of kproxy's own paths (for 405s);
 	// written only while routes are added, before serving.
 	allow map[string][]string
@@ -97,6 +105,10 @@ func New(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.bodyTimeout = cfg.BodyTimeout
+	if s.bodyTimeout <= 0 {
+		s.bodyTimeout = BodyTimeout
+	}
 	s.requests, _ = s.access.(requestLogger)
 	s.rp = s.newReverseProxy()
 	s.hot = s.newHotMetrics()
@@ -114,6 +126,9 @@ func New(cfg Config) (*Server, error) {
 	if s.m != nil {
 		metricsHandler := echo.WrapHandler(s.m.Handler())
 		s.Handle(http.MethodGet, "/metrics", metricsHandler)
+	}
+	if cfg.WebSocket != nil {
+		s.Handle(http.MethodGet, "/trade-api/ws/v2", echo.WrapHandler(cfg.WebSocket))
 	}
 	if s.admin != "" {
 		s.Handle(http.MethodDelete, "/admin/cache", s.handlePurge)
@@ -173,14 +188,21 @@ func (s *Server) methodNotAllowed(path string) echo.HandlerFunc {
 // SetDraining makes /readyz answer 503 (shutdown has begun).
 func (s *Server) SetDraining() { s.draining.Store(true) }
 
-// HTTPServer wraps the handler in an http.Server with sane timeouts.
+// HTTPServer wraps the handler in an http.Server with kproxy's limits
+// (limits.go): headers within ReadHeaderTimeout and MaxHeaderBytes (431
+// past it), idle keep-alive connections closed after IdleTimeout. There is
+// deliberately no ReadTimeout or WriteTimeout: net/http would cancel
+// long-running batch streams and WebSocket pass-through with them;
+// passed-through bodies have their own deadline (bufferBody), and cached
+// answers are written from memory holding no lock or shared fetch, so a
+// slow reader holds only its own connection.
 func (s *Server) HTTPServer(addr string) *http.Server {
 	return &http.Server{
 		Addr:              addr,
 		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 }

@@ -45,4 +45,8 @@ if [ -f scripts/examples-test.sh ]; then
   echo "== examples: Python standard-library batch client"
   bash scripts/examples-test.sh
 fi
+if [ -f scripts/python-client-test.sh ]; then
+  echo "== Python client (clients/python) through kproxy"
+  bash scripts/python-client-test.sh
+fi
 echo "== all tests passed"

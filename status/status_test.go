@@ -12,6 +12,7 @@ import (
 	"github.com/kproxy/kproxy/app"
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/kalshitest"
+	"github.com/kproxy/kproxy/redistest"
 	"github.com/kproxy/kproxy/status"
 )
 
@@ -191,5 +192,15 @@ func TestBreakerTransitionsReachThePage(t *testing.T) {
 	r, _ := k.report()
 	if r.Breaker.State != "open" || len(r.Breaker.Transitions) != 1 || r.Breaker.Transitions[0].To != "open" {
 		t.Errorf("breaker = %+v, want open after one transition", r.Breaker)
+	}
+}
+
+func TestSharedTierStateIsShown(t *testing.T) {
+	rs := redistest.Start(t)
+	k := start(t, func(c *config.Config) { c.Redis.URL = rs.URL() })
+	r, _ := k.report()
+	m, ok := r.Redis.(map[string]any)
+	if !ok || m["state"] != "up" || m["replicas"] == nil || r.Live != "off" {
+		t.Errorf("redis = %#v, live = %#v; want state up with a replica count, live off", r.Redis, r.Live)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -21,14 +22,25 @@ func drained(t *testing.T, perSec float64) *LocalLimiter {
 	}
 }
 
+// waitQueued polls (bounded) until n requests wait in f.
+func waitQueued(t *testing.T, f *FairQueue, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); f.Waiting() < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests waiting, want %d", f.Waiting(), n)
+		}
+	}
+}
+
 // queueUp starts one Wait per client name, in order, each queued before the
 // next starts, and returns the order in which they were granted.
 func queueUp(t *testing.T, f *FairQueue, clients []string) []string {
 	t.Helper()
 	var (
-		mu    sync.Mutex
-		order []string
-		wg    sync.WaitGroup
+		mu      sync.Mutex
+		order   []string
+		wg      sync.WaitGroup
+		granted atomic.Int32
 	)
 	for i, c := range clients {
 		wg.Go(func() {
@@ -39,12 +51,12 @@ func queueUp(t *testing.T, f *FairQueue, clients []string) []string {
 			mu.Lock()
 			order = append(order, c)
 			mu.Unlock()
+			granted.Add(1)
 		})
-		for deadline := time.Now().Add(5 * time.Second); f.Waiting() < i+1-len(order); {
+		for deadline := time.Now().Add(5 * time.Second); f.Waiting()+int(granted.Load()) < i+1; time.Sleep(100 * time.Microsecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("waiter %d never queued", i)
 			}
-			time.Sleep(time.Millisecond)
 		}
 	}
 	wg.Wait()
@@ -52,11 +64,11 @@ func queueUp(t *testing.T, f *FairQueue, clients []string) []string {
 }
 
 func TestFairQueueServesClientsInTurn(t *testing.T) {
-	f := NewFairQueue(drained(t, 50), FairConfig{Rate: 50, MaxWait: 5 * time.Second})
+	f := NewFairQueue(drained(t, 10), FairConfig{Rate: 10, MaxWait: 5 * time.Second})
 	got := queueUp(t, f, []string{"a", "a", "a", "a", "b", "b", "c"})
-	// The first "a" holds the token being reserved; then one per client
-	// in turn: a's flood does not make b and c wait behind it.
-	want := []string{"a", "a", "b", "c", "a", "b", "a"}
+	// One token per client in turn, first in first out within a client:
+	// a's flood does not make b and c wait behind it.
+	want := []string{"a", "b", "c", "a", "b", "a", "a"}
 	if !slices.Equal(got, want) {
 		t.Errorf("grant order = %v, want %v", got, want)
 	}
@@ -84,20 +96,18 @@ func TestFairQueueRefusesAtOnceBeyondMaxWait(t *testing.T) {
 func TestFairQueueMaxWaitBoundsAQueuedRequest(t *testing.T) {
 	// Rate unknown: no estimate, so a queued request waits max_wait, then
 	// is refused; the request holding the token is served.
-	f := NewFairQueue(drained(t, 5), FairConfig{MaxWait: 150 * time.Millisecond})
+	f := NewFairQueue(drained(t, 10), FairConfig{MaxWait: 150 * time.Millisecond})
 	first := make(chan error, 1)
 	go func() { _, _, err := f.Wait(context.Background(), "a"); first <- err }()
-	for f.Waiting() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitQueued(t, f, 1)
 	start := time.Now()
 	_, _, err := f.Wait(context.Background(), "b")
 	took := time.Since(start)
 	if err := <-first; err != nil {
 		t.Errorf("first waiter: %v, want its token", err)
 	}
-	// b was queued behind a token ~200ms away and then the next one
-	// 200ms later: beyond max_wait.
+	// b was queued behind a's token (~100ms away); the next one is 100ms
+	// later: beyond max_wait.
 	if !errors.Is(err, errLimited) || took < 140*time.Millisecond || took > time.Second {
 		t.Errorf("second waiter: %v after %v, want errLimited after max_wait (150ms)", err, took)
 	}
@@ -108,9 +118,7 @@ func TestFairQueueCanceledWaiterLeaves(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { _, _, err := f.Wait(ctx, "a"); done <- err }()
-	for f.Waiting() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitQueued(t, f, 1)
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("canceled Wait: %v, want context.Canceled", err)
@@ -123,9 +131,7 @@ func TestFairQueueCanceledWaiterLeaves(t *testing.T) {
 func TestFairQueueMaxQueue(t *testing.T) {
 	f := NewFairQueue(drained(t, 10), FairConfig{MaxWait: 5 * time.Second, MaxQueue: 1})
 	go f.Wait(context.Background(), "a")
-	for f.Waiting() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitQueued(t, f, 1)
 	if _, _, err := f.Wait(context.Background(), "a"); !errors.Is(err, errLimited) {
 		t.Errorf("second request of a client at fair_max_queue 1: %v, want errLimited at once", err)
 	}

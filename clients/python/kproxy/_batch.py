@@ -73,6 +73,18 @@ class BatchItemError(KproxyError):
     def __repr__(self) -> str:
         return f"BatchItemError(ticker={self.ticker!r}, status={self.status!r}, message={self.message!r})"
 
+    def _key(self) -> tuple:
+        return (self.ticker, self.status, self.message, self.code)
+
+    def __eq__(self, other: object) -> bool:
+        # Two answers for the same ticker compare equal when they failed alike.
+        if not isinstance(other, BatchItemError):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
 
 class BatchResult(dict):
     """The answer of a batch call: a plain ``dict`` of ticker -> result.
@@ -400,7 +412,7 @@ def _markets_extra(status: Optional[str], limit: int, all_pages: bool) -> Dict[s
 
 
 async def batch_get_markets(
-    client_or_url: Any,
+    client: Any,
     series_tickers: List[str],
     status: Optional[str] = None,
     limit: int = 200,
@@ -412,6 +424,10 @@ async def batch_get_markets(
 ) -> Dict[str, List[Dict[str, Any]]]:
     """Fetch markets for multiple series tickers in parallel (one call to kproxy).
 
+    ``client`` is kproxy's URL or a client object (see :func:`base_url`): the
+    Kalshi client a script already passes works when it points at kproxy, or
+    when KPROXY_URL is set. The parameter is called ``client`` as in the
+    helpers this mirrors, so ``batch_get_markets(client=client, ...)`` works.
     Returns ``{series_ticker: [market, ...]}`` (a :class:`BatchResult`), with
     every page of each series (``all_pages=False``: the first ``limit``
     markets only). ``status`` is Kalshi's filter (``"open"``, ``"closed"``,
@@ -423,12 +439,12 @@ async def batch_get_markets(
     :class:`KproxyError` when the call as a whole fails.
     """
     return await _run_async(
-        client_or_url, _MARKETS, series_tickers, _markets_extra(status, limit, all_pages), return_exceptions, timeout, progress
+        client, _MARKETS, series_tickers, _markets_extra(status, limit, all_pages), return_exceptions, timeout, progress
     )
 
 
 async def batch_get_events(
-    client_or_url: Any,
+    client: Any,
     event_tickers: List[str],
     with_nested_markets: bool = True,
     *,
@@ -443,11 +459,11 @@ async def batch_get_events(
     :func:`batch_get_markets`.
     """
     extra = {"with_nested_markets": bool(with_nested_markets)}
-    return await _run_async(client_or_url, _EVENTS, event_tickers, extra, return_exceptions, timeout, progress)
+    return await _run_async(client, _EVENTS, event_tickers, extra, return_exceptions, timeout, progress)
 
 
 async def batch_get_series(
-    client_or_url: Any,
+    client: Any,
     series_tickers: List[str],
     *,
     progress: Optional[Progress] = None,
@@ -460,11 +476,11 @@ async def batch_get_series(
     ``GET /series/{ticker}`` answers. Errors and ``progress`` as in
     :func:`batch_get_markets`.
     """
-    return await _run_async(client_or_url, _SERIES, series_tickers, {}, return_exceptions, timeout, progress)
+    return await _run_async(client, _SERIES, series_tickers, {}, return_exceptions, timeout, progress)
 
 
 def batch_get_markets_sync(
-    client_or_url: Any,
+    client: Any,
     series_tickers: List[str],
     status: Optional[str] = None,
     limit: int = 200,
@@ -476,7 +492,7 @@ def batch_get_markets_sync(
 ) -> Dict[str, List[Dict[str, Any]]]:
     """:func:`batch_get_markets` without asyncio (blocks the calling thread)."""
     return _run(
-        client_or_url,
+        client,
         _MARKETS,
         series_tickers,
         _markets_extra(status, limit, all_pages),
@@ -487,7 +503,7 @@ def batch_get_markets_sync(
 
 
 def batch_get_events_sync(
-    client_or_url: Any,
+    client: Any,
     event_tickers: List[str],
     with_nested_markets: bool = True,
     *,
@@ -498,11 +514,11 @@ def batch_get_events_sync(
     """:func:`batch_get_events` without asyncio (blocks the calling thread)."""
     extra = {"with_nested_markets": bool(with_nested_markets)}
     on_line = _sync_lines(progress, len(_unique(event_tickers, "event_tickers")))
-    return _run(client_or_url, _EVENTS, event_tickers, extra, return_exceptions, timeout, on_line)
+    return _run(client, _EVENTS, event_tickers, extra, return_exceptions, timeout, on_line)
 
 
 def batch_get_series_sync(
-    client_or_url: Any,
+    client: Any,
     series_tickers: List[str],
     *,
     progress: Optional[Progress] = None,
@@ -511,4 +527,4 @@ def batch_get_series_sync(
 ) -> Dict[str, Dict[str, Any]]:
     """:func:`batch_get_series` without asyncio (blocks the calling thread)."""
     on_line = _sync_lines(progress, len(_unique(series_tickers, "series_tickers")))
-    return _run(client_or_url, _SERIES, series_tickers, {}, return_exceptions, timeout, on_line)
+    return _run(client, _SERIES, series_tickers, {}, return_exceptions, timeout, on_line)
