@@ -248,7 +248,7 @@ func TestSlowWriteBodyIsBoundedAndNeverForwarded(t *testing.T) {
 		t.Errorf("upstream saw %d requests, want 0 (half a write is never sent)", got)
 	}
 	// A whole body arriving in time is forwarded once.
-	a := send(http.MethodPost, h.url(ordersPath), []byte(`{"ticker":"KXBIGSERIES-26JUN30-M001","side":"yes","count":1}`), "KALSHI-ACCESS-KEY", "k", "Content-Type", "application/json")
+	a := send(http.MethodPost, h.url(ordersPath), []byte(`{"ticker":"KXBIGSERIES-26JUN30-M001","side":"yes","count":1}`), "KALSHI-ACCESS-KEY", "k", "KALSHI-ACCESS-TIMESTAMP", "1", "KALSHI-ACCESS-SIGNATURE", "s", "Content-Type", "application/json")
 	if a.status/100 != 2 || h.fake.Total() != 1 {
 		t.Errorf("write in time: %d %s, upstream saw %d; want 2xx, once", a.status, a.body, h.fake.Total())
 	}

@@ -5,9 +5,11 @@ package app_test
 // every `go test` runs a short one; CI: -soak 60s; scripts/soak.sh: minutes).
 // It asserts zero cross-user leaks, every write id reaching the upstream
 // exactly once, no error beyond those injected, and (for runs of 30s or
-// more) flat resource use: the least-squares slopes of RSS, goroutines and
-// open file descriptors, after a warm-up of a fifth of the run, within the
-// bounds below. Loopback only; every loop ends at the deadline.
+// more) flat resource use: the least-squares slopes of RSS, the live heap
+// (after a GC), goroutines and open file descriptors, after a warm-up of a
+// third of the run, within the bounds below. The cache is 16 MiB, so it is
+// full within the warm-up; the fake's request record is dropped at every
+// sample, write ids are counted as they arrive. Loopback only; every loop ends at the deadline.
 
 import (
 	"bufio"
@@ -34,15 +36,16 @@ var soakFor = flag.Duration("soak", 3*time.Second, "how long TestSoak runs")
 
 // Bounds of the slopes, per minute, after warm-up.
 const (
-	soakRSSSlope       = 8 << 20 // bytes/min
-	soakGoroutineSlope = 20.0    // goroutines/min
-	soakFDSlope        = 10.0    // fds/min
+	soakHeapSlope      = 2 << 20  // live heap after a GC, bytes/min
+	soakRSSSlope       = 16 << 20 // bytes/min (RSS lags the heap: scavenging, fragmentation)
+	soakGoroutineSlope = 20.0     // goroutines/min
+	soakFDSlope        = 10.0     // fds/min
 	soakFaultPath      = "/trade-api/v2/events"
 )
 
 type soakSample struct {
-	at                   time.Duration
-	rss, goroutines, fds float64
+	at                         time.Duration
+	rss, heap, goroutines, fds float64
 }
 
 func rssBytes() float64 {
@@ -87,7 +90,8 @@ func slope(xs, ys []float64) float64 {
 func TestSoak(t *testing.T) {
 	dur := *soakFor
 	h := newHarness(t, func(c *config.Config) {
-		c.Upstream.Timeout = config.Duration(300 * time.Millisecond)
+		c.Upstream.Timeout = config.Duration(2 * time.Second)
+		c.Cache.MaxBytes = 16 << 20          // full within the warm-up: later growth is a leak
 		c.Breaker.ConsecutiveFailures = 1000 // faults on one route must not stop the others
 		c.Log.Access = false
 		setRoute(c, marketPattern, 200*time.Millisecond, 200*time.Millisecond, 10*time.Minute)
@@ -167,9 +171,9 @@ func TestSoak(t *testing.T) {
 			okOr("hit", p, s, err)
 		})
 	}
-	// Cold misses.
-	loop("cold", 2*time.Millisecond, func(i int) {
-		p := "/trade-api/v2/markets?series_ticker=KXBIGSERIES&limit=" + strconv.Itoa(1+i%1000)
+	// Cold misses: 450 markets, fresh for 200ms each.
+	loop("cold", time.Millisecond, func(i int) {
+		p := marketPath(1 + (i*7)%450)
 		s, _, _, err := do(http.MethodGet, p, nil)
 		okOr("cold", p, s, err)
 	})
@@ -181,7 +185,7 @@ func TestSoak(t *testing.T) {
 	})
 	// Coalesced bursts: 10 at once on a new key.
 	loop("bursts", 50*time.Millisecond, func(i int) {
-		p := "/trade-api/v2/markets?status=open&limit=" + strconv.Itoa(1+i%1000)
+		p := "/trade-api/v2/markets?limit=1&tickers=" + strings.TrimPrefix(marketPath(1+i%450), "/trade-api/v2/markets/")
 		var bw sync.WaitGroup
 		for range 10 {
 			bw.Go(func() {
@@ -238,13 +242,28 @@ func TestSoak(t *testing.T) {
 			var bal struct {
 				KeyID string `json:"key_id"`
 			}
-			if err == nil && (json.Unmarshal(b, &bal) != nil || bal.KeyID != key || hdr.Get("X-Cache") != "BYPASS") {
+			if err == nil && s == 200 && (json.Unmarshal(b, &bal) != nil || bal.KeyID != key || hdr.Get("X-Cache") != "BYPASS") {
 				leaks.Add(1)
 				fail("private: key %s got %s (X-Cache %q)", key, b, hdr.Get("X-Cache"))
 			}
 		})
 	}
-	// Writes with unique ids.
+	// Writes with unique ids, counted where they arrive (the fake's own
+	// record is dropped as the run goes, or it would grow without bound).
+	var seenMu sync.Mutex
+	seen := map[string]int{}
+	h.fake.Handle("POST "+ordersPath, func(w http.ResponseWriter, r *http.Request) {
+		var o struct {
+			ID string `json:"client_order_id"`
+		}
+		json.NewDecoder(r.Body).Decode(&o)
+		seenMu.Lock()
+		seen[o.ID]++
+		seenMu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		w.Write([]byte(`{"order":{"order_id":"o-` + o.ID + `","client_order_id":"` + o.ID + `","status":"resting"}}`))
+	})
 	var wseq atomic.Int64
 	for range 2 {
 		loop("writes", 2*time.Millisecond, func(int) {
@@ -260,7 +279,11 @@ func TestSoak(t *testing.T) {
 	every := max(dur/60, 100*time.Millisecond)
 	wg.Go(func() {
 		for time.Now().Before(deadline) {
-			samples = append(samples, soakSample{at: time.Since(start), rss: rssBytes(), goroutines: float64(runtime.NumGoroutine()), fds: openFDs()})
+			h.fake.Reset()
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			samples = append(samples, soakSample{at: time.Since(start), rss: rssBytes(), heap: float64(ms.HeapAlloc), goroutines: float64(runtime.NumGoroutine()), fds: openFDs()})
 			time.Sleep(every)
 		}
 	})
@@ -269,16 +292,6 @@ func TestSoak(t *testing.T) {
 	h.app.Fetcher.Wait()
 
 	// Every write id reached the upstream exactly once.
-	seen := map[string]int{}
-	for _, r := range h.fake.Requests() {
-		if r.Method == http.MethodPost && r.Path == ordersPath {
-			var o struct {
-				ID string `json:"client_order_id"`
-			}
-			json.Unmarshal(r.Body, &o)
-			seen[o.ID]++
-		}
-	}
 	writes := 0
 	writeIDs.Range(func(k, _ any) bool {
 		writes++
@@ -297,25 +310,29 @@ func TestSoak(t *testing.T) {
 		t.Errorf("error beyond those injected: %s", u)
 	}
 
-	// Slopes after warm-up.
-	var xs, rss, gor, fds []float64
+	// Slopes after warm-up (the first third: the cache fills, pools and
+	// the heap grow to their working size).
+	var xs, rss, heap, gor, fds []float64
+	var last soakSample
 	for _, s := range samples {
-		if s.at < dur/5 {
+		if s.at < dur/3 {
 			continue
 		}
 		xs = append(xs, s.at.Minutes())
-		rss, gor, fds = append(rss, s.rss), append(gor, s.goroutines), append(fds, s.fds)
+		rss, heap, gor, fds = append(rss, s.rss), append(heap, s.heap), append(gor, s.goroutines), append(fds, s.fds)
+		last = s
 	}
-	sr, sg, sf := slope(xs, rss), slope(xs, gor), slope(xs, fds)
-	t.Logf("soak %v: %d requests, %d writes (each once), %d injected failures seen, 0 leaks; %d samples; slopes per minute: RSS %+.2f MiB, goroutines %+.1f, fds %+.1f (bounds %d MiB, %.0f, %.0f; enforced from 30s)",
-		dur, requests.Load(), writes, injected.Load(), len(samples), sr/(1<<20), sg, sf, soakRSSSlope>>20, soakGoroutineSlope, soakFDSlope)
+	sr, sh, sg, sf := slope(xs, rss), slope(xs, heap), slope(xs, gor), slope(xs, fds)
+	t.Logf("soak %v: %d requests, %d writes (each once), %d injected failures seen, %d leaks; %d samples; at the end RSS %.0f MiB, heap %.0f MiB, %.0f goroutines, %.0f fds; slopes per minute after warm-up: RSS %+.2f MiB, live heap %+.2f MiB, goroutines %+.1f, fds %+.1f (bounds %d MiB, %d MiB, %.0f, %.0f; enforced from 30s)",
+		dur, requests.Load(), writes, injected.Load(), leaks.Load(), len(samples), last.rss/(1<<20), last.heap/(1<<20), last.goroutines, last.fds,
+		sr/(1<<20), sh/(1<<20), sg, sf, soakRSSSlope>>20, soakHeapSlope>>20, soakGoroutineSlope, soakFDSlope)
 	if injected.Load() == 0 {
 		t.Errorf("no injected failure was seen: the fault schedule did not run")
 	}
 	if dur >= 30*time.Second {
-		if sr > soakRSSSlope || sg > soakGoroutineSlope || sf > soakFDSlope {
-			t.Errorf("resource use grows: RSS %+.2f MiB/min, goroutines %+.1f/min, fds %+.1f/min; bounds %d MiB, %.0f, %.0f",
-				sr/(1<<20), sg, sf, soakRSSSlope>>20, soakGoroutineSlope, soakFDSlope)
+		if sr > soakRSSSlope || sh > soakHeapSlope || sg > soakGoroutineSlope || sf > soakFDSlope {
+			t.Errorf("resource use grows: RSS %+.2f MiB/min, live heap %+.2f MiB/min, goroutines %+.1f/min, fds %+.1f/min; bounds %d MiB, %d MiB, %.0f, %.0f",
+				sr/(1<<20), sh/(1<<20), sg, sf, soakRSSSlope>>20, soakHeapSlope>>20, soakGoroutineSlope, soakFDSlope)
 		}
 	}
 }

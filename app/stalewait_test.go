@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -262,4 +263,43 @@ func TestStaleWaitZeroWaitsForTheFetch(t *testing.T) {
 	if a.status != 200 || a.header.Get("X-Cache") != "MISS" {
 		t.Errorf("after the fetch: %d X-Cache %q, want a 200 MISS", a.status, a.header.Get("X-Cache"))
 	}
+}
+
+func TestStaleAnsweredAtOnceThroughAutomaticBatching(t *testing.T) {
+	// Two stale single-market keys asked within the auto-batch window go
+	// upstream as one combined call; its failed attempt answers both.
+	h, _, g := staleHarness(t, func(c *config.Config) {
+		c.Cache.StaleWait = config.Duration(10 * time.Second)
+		c.Batch.AutoWindow = config.Duration(20 * time.Millisecond)
+	})
+	p1, p2 := marketPath(1), marketPath(2)
+	h.send(http.MethodGet, p1, nil)
+	h.send(http.MethodGet, p2, nil)
+	time.Sleep(70 * time.Millisecond) // past the 50ms ttl
+	release := g.arm()
+	t.Cleanup(release)
+	h.fake.SetFault(kalshitest.Fault{Status: 503})
+	var wg sync.WaitGroup
+	answers := make([]answer, 2)
+	for i, p := range []string{p1, p2} {
+		wg.Go(func() { answers[i] = h.send(http.MethodGet, p, nil) })
+	}
+	wg.Wait()
+	for i, a := range answers {
+		if a.status != 200 || a.header.Get("X-Cache") != "STALE" || !strings.HasSuffix(a.header.Get("Cache-Status"), "fwd-status=503") || a.took > time.Second {
+			t.Errorf("stale key %d: %d %q %q after %v, want STALE fwd-status=503 at once", i, a.status, a.header.Get("X-Cache"), a.header.Get("Cache-Status"), a.took)
+		}
+	}
+	if got := g.attempts(); got > 2 {
+		t.Errorf("%d upstream attempts before the stale answers, want 1 combined (+1 held retry)", got)
+	}
+	combined := false
+	for _, r := range h.fake.Requests() {
+		combined = combined || strings.Contains(r.RawQuery, "tickers=")
+	}
+	if !combined {
+		t.Errorf("no combined /markets?tickers= call reached the upstream; the test did not exercise automatic batching")
+	}
+	h.fake.SetFault(kalshitest.Fault{})
+	release()
 }

@@ -50,6 +50,7 @@ func (c *Cluster) Acquire(ctx context.Context, key string, fresh bool, since tim
 		if err != nil {
 			// Redis failed under us: fetch locally (local coalescing
 			// still holds within this replica).
+			c.log.Debug("redis claim failed; fetching without a claim", "key", key, "err", err)
 			return fetch.Turn{}
 		}
 		if !held {

@@ -40,7 +40,12 @@ type autoBatch struct {
 	tickers []string
 	waiters map[string]chan autoAnswer
 	hdr     http.Header // credentials of the first request
-	once    sync.Once
+	// hooks are the waiters' upstream attempt hooks (fetch/stale.go): a
+	// failed combined attempt answers their stale holders at once.
+	hooks []func(int, error)
+	// client is the first request's client (fair shares).
+	client string
+	once   sync.Once
 }
 
 type autoAnswer struct {
@@ -83,6 +88,12 @@ func (a *autoBatcher) get(ctx context.Context, ticker string, hdr http.Header) (
 		return a.f.get(ctx, route.Prefix+"markets/"+ticker, "", hdr)
 	}
 	b.tickers = append(b.tickers, ticker)
+	if len(b.tickers) == 1 {
+		b.client = upstream.ClientFrom(ctx)
+	}
+	if h := upstream.AttemptHookFrom(ctx); h != nil {
+		b.hooks = append(b.hooks, h)
+	}
 	b.waiters[ticker] = ch
 	full := len(b.tickers) >= maxAutoTickers
 	if full {
@@ -123,6 +134,14 @@ func (a *autoBatcher) run(b *autoBatch) {
 	ctx, cancel := context.WithTimeout(context.Background(), a.f.timeout)
 	defer cancel()
 	ctx = upstream.WithRoute(ctx, marketsPattern, nil)
+	ctx = upstream.WithClient(ctx, b.client)
+	if len(b.hooks) > 0 {
+		ctx = upstream.WithAttemptHook(ctx, func(status int, err error) {
+			for _, h := range b.hooks {
+				h(status, err)
+			}
+		})
+	}
 	if a.f.up.Signs() {
 		ctx = upstream.WithOwnKey(ctx)
 	}

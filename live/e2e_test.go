@@ -354,3 +354,45 @@ func TestRefusedHandshake(t *testing.T) {
 		t.Errorf("fresh for %v without a feed, want the ttl", e.FreshUntil.Sub(e.FetchedAt))
 	}
 }
+
+// TestSubscribedWithinASecond: a market's first request gets it on the
+// ticker subscription within a second, with its snapshot.
+func TestSubscribedWithinASecond(t *testing.T) {
+	r := start(t, nil)
+	r.wait("connected", func(st live.Stats) bool { return st.State == "connected" })
+	begin := time.Now()
+	if resp, _ := r.get(vrP); resp.Header.Get("X-Cache") != "MISS" {
+		t.Fatalf("first GET: X-Cache %q", resp.Header.Get("X-Cache"))
+	}
+	if err := r.fake.WaitWSTickers(r.ctx(), kalshitest.ChannelTicker, 1); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(begin); d > time.Second {
+		t.Errorf("subscribed %v after the first request, want within 1s", d)
+	}
+	r.wait("the snapshot", func(st live.Stats) bool { return st.Tickers >= 1 })
+	resp, _ := r.get(vrP)
+	if cs := resp.Header.Get("Cache-Status"); resp.Header.Get("X-Cache") != "HIT" || !strings.HasSuffix(cs, "; detail=pushed") {
+		t.Errorf("after the snapshot: %s %s, want a pushed HIT", resp.Header.Get("X-Cache"), cs)
+	}
+	if got := r.fake.WSState().Unfiltered[kalshitest.ChannelTicker]; got != 0 {
+		t.Errorf("%d ticker subscriptions without a market filter (the whole exchange), want 0", got)
+	}
+}
+
+// TestPushWithLegacyFields: an old script reading yes_bid and volume
+// through the shim sees the pushed values too.
+func TestPushWithLegacyFields(t *testing.T) {
+	r := start(t, func(c *config.Config) { c.Compat.LegacyFields = true })
+	r.hot(vr)
+	if _, body := r.get(vrP); field(t, body, "market", "yes_bid") != 33.0 {
+		t.Fatalf("shim: yes_bid = %v, want 33", field(t, body, "market", "yes_bid"))
+	}
+	r.tick(newQuote)
+	_, body := r.get(vrP)
+	for name, want := range map[string]float64{"yes_bid": 45, "yes_ask": 53, "no_bid": 47, "no_ask": 55, "last_price": 48, "volume": 33896, "open_interest": 20422} {
+		if got := field(t, body, "market", name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}

@@ -233,3 +233,22 @@ func TestTerminalErrorResubscribes(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseEndsConnection: Close closes the upstream connection and turns
+// pushed answers back to their ttl; the state is off.
+func TestCloseEndsConnection(t *testing.T) {
+	c := newConnected(t, 10)
+	n := c.f.Stats().Tickers
+	c.fetched(vr)
+	c.wait("snapshot", func(st Stats) bool { return st.Tickers > n })
+	c.f.Close()
+	if err := c.fake.WaitWS(c.ctx(), func(st kalshitest.WSState) bool { return st.Connections == 0 }); err != nil {
+		t.Fatal(err)
+	}
+	if s := c.f.State(); s != "off" {
+		t.Errorf("state after Close = %q, want off", s)
+	}
+	if e := c.get(t, singlePrefix+vr); !e.FreshUntil.Equal(e.FetchedAt.Add(2 * time.Second)) {
+		t.Errorf("after Close: fresh for %v, want the ttl", e.FreshUntil.Sub(e.FetchedAt))
+	}
+}

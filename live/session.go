@@ -171,7 +171,7 @@ func (r *runner) connected(res dialResult) {
 	c := res.conn
 	c.SetReadLimit(1 << 20)
 	ctx, cancel := context.WithCancel(r.ctx)
-	r.conn, r.cancel, r.upSince = c, cancel, f.now()
+	r.conn, r.cancel, r.upSince = c, cancel, time.Now()
 	r.frames, r.readErr = make(chan []byte, 64), make(chan error, 1)
 	r.lifeSid, r.tickSid, r.lifeReq, r.tickReq = 0, 0, 0, 0
 	r.sent = map[string]bool{}
@@ -230,9 +230,10 @@ func ping(ctx context.Context, c *websocket.Conn, every time.Duration) {
 // attempt is scheduled.
 func (r *runner) lost(err error) {
 	f := r.f
-	f.log.Warn("live feed: connection lost; pushed answers are back on their ttl until it is back", "err", err.Error(), "up_for", f.now().Sub(r.upSince).Round(time.Millisecond).String())
+	up := time.Since(r.upSince)
+	f.log.Warn("live feed: connection lost; pushed answers are back on their ttl until it is back", "err", err.Error(), "up_for", up.Round(time.Millisecond).String())
 	r.endSession()
-	if f.now().Sub(r.upSince) >= f.backoff[2] {
+	if up >= f.backoff[2] {
 		r.attempts = 0
 	}
 	r.retry()
@@ -274,7 +275,29 @@ func (r *runner) retry() {
 func (r *runner) shutdown() {
 	f := r.f
 	if r.conn != nil {
+		// The close handshake needs the reader to go on reading: take what
+		// it still hands over meanwhile.
+		stop := make(chan struct{})
+		go func(frames <-chan []byte) {
+			for {
+				select {
+				case <-frames:
+				case <-stop:
+					return
+				}
+			}
+		}(r.frames)
 		r.conn.Close(websocket.StatusGoingAway, "kproxy is shutting down")
+		close(stop)
+	}
+	if ch := r.dialC; ch != nil {
+		// A handshake under way ends with the run's context; should it
+		// succeed first, its connection is closed at once.
+		go func() {
+			if res := <-ch; res.conn != nil {
+				res.conn.CloseNow()
+			}
+		}()
 	}
 	r.endSession()
 	f.status.Store(statusOff)

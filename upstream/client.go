@@ -216,6 +216,16 @@ func WithClient(ctx context.Context, client string) context.Context {
 	return context.WithValue(ctx, traceKey{}, t)
 }
 
+// AttemptHookFrom is the attempt hook ctx carries (WithAttemptHook), or
+// nil: a call made on a context of its own for several requests (automatic
+// batching) passes their hooks on.
+func AttemptHookFrom(ctx context.Context) func(status int, err error) {
+	return traceFrom(ctx).onAttempt
+}
+
+// ClientFrom is the client ctx is marked with (WithClient).
+func ClientFrom(ctx context.Context) string { return traceFrom(ctx).client }
+
 func traceFrom(ctx context.Context) trace {
 	t, _ := ctx.Value(traceKey{}).(trace)
 	return t

@@ -393,28 +393,32 @@ func (t *tunnel) relay(src, dst *peer, limit int64, ends chan<- relayEnd) {
 // (src ended mid-frame); either leaves dst's stream broken.
 func (t *tunnel) forward(src, dst *peer, hdr []byte, fh frameHeader, buf []byte) (werr, rerr error) {
 	wt := t.p.cfg.WriteTimeout
-	dst.conn.SetWriteDeadline(time.Now().Add(wt))
-	if _, err := dst.conn.Write(hdr); err != nil {
-		dst.broken = true
-		return err, nil
-	}
-	written := int64(len(hdr))
+	// The header goes out in the same write as the start of the payload:
+	// one write per small frame.
+	pending := copy(buf, hdr)
+	written := int64(0)
 	var closePayload [125]byte
 	var got int64
-	for remaining := fh.length; remaining > 0; {
-		n, err := src.r.Read(buf[:min(int64(len(buf)), remaining)])
-		if n > 0 {
+	for remaining := fh.length; remaining > 0 || pending > 0; {
+		var err error
+		if remaining > 0 {
+			var n int
+			n, err = src.r.Read(buf[pending:min(int64(len(buf)), int64(pending)+remaining)])
 			if fh.opcode == opClose && got < int64(len(closePayload)) {
-				copy(closePayload[got:], buf[:n])
+				copy(closePayload[got:], buf[pending:pending+n])
 			}
 			got += int64(n)
-			dst.conn.SetWriteDeadline(time.Now().Add(wt))
-			if _, err := dst.conn.Write(buf[:n]); err != nil {
-				dst.broken = true
-				return err, nil
-			}
-			written += int64(n)
 			remaining -= int64(n)
+			pending += n
+		}
+		if pending > 0 {
+			dst.conn.SetWriteDeadline(time.Now().Add(wt))
+			if _, werr := dst.conn.Write(buf[:pending]); werr != nil {
+				dst.broken = true
+				return werr, nil
+			}
+			written += int64(pending)
+			pending = 0
 		}
 		if err != nil && remaining > 0 {
 			dst.broken = true

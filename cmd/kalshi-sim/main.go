@@ -3,10 +3,18 @@
 //
 // Usage:
 //
-//	kalshi-sim [-listen 127.0.0.1:9090] [-latency 0s] [-series TICKER:N]... [-public-key FILE] [-v]
+//	kalshi-sim [-listen 127.0.0.1:9090] [-latency 0s] [-series TICKER:N]... [-public-key FILE]
+//	           [-ws-tick 0s] [-ws-tick-markets 5] [-ws-heartbeat 10s] [-v]
 //
 // It logs "kalshi-sim listening on http://ADDR/trade-api/v2" once it is ready;
-// point kproxy's upstream (or any Kalshi client) at that URL. The data
+// point kproxy's upstream (or any Kalshi client) at that URL. Kalshi's
+// WebSocket API is served on ws://ADDR/trade-api/ws/v2 (subscribe,
+// update_subscription, unsubscribe, list_subscriptions; heartbeat pings).
+// With -ws-tick, the simulator moves prices on its own: every tick it takes
+// up to -ws-tick-markets of the markets subscribed on the ticker channel (by
+// name; a subscription without tickers is not walked), moves their prices
+// by a random step, changes the REST data to match and pushes a ticker
+// message, so a kproxy with live.enabled shows detail=pushed offline. The data
 // universe is kalshitest's default one (KXEARNINGSMENTION* series,
 // KXFEDDECISION, KXBIGSERIES with 450 markets), plus one synthetic series
 // per -series flag. On SIGINT or SIGTERM it stops accepting connections,
@@ -22,6 +30,10 @@
 //	                   FILE: a PEM "PUBLIC KEY" (PKIX) or "RSA PUBLIC KEY" (PKCS#1); a PEM
 //	                   private key ("PRIVATE KEY" or "RSA PRIVATE KEY") is accepted too and
 //	                   its public half is used
+//	-ws-tick D         every D, random-walk the prices of subscribed markets and push them
+//	                   (default 0s: off)
+//	-ws-tick-markets N at most N markets move per tick (default 5)
+//	-ws-heartbeat D    ping every WebSocket connection every D (default 10s, as Kalshi; 0s: off)
 //	-v                 log every request with its status and duration
 package main
 
@@ -35,6 +47,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -93,6 +106,10 @@ type config struct {
 	series    []seriesArg
 	publicKey *rsa.PublicKey // nil: no signature verification
 	verbose   bool
+
+	wsTick        time.Duration // 0: prices do not move on their own
+	wsTickMarkets int
+	wsHeartbeat   time.Duration // 0: no pings
 }
 
 type seriesArg struct {
@@ -123,6 +140,9 @@ func parseFlags(args []string, output io.Writer) (config, error) {
 	})
 	fs.StringVar(&keyFile, "public-key", "", "verify request signatures with the PEM RSA key in `file`")
 	fs.BoolVar(&cfg.verbose, "v", false, "log every request")
+	fs.DurationVar(&cfg.wsTick, "ws-tick", 0, "every `duration`, random-walk the prices of subscribed markets and push ticker messages (0: off)")
+	fs.IntVar(&cfg.wsTickMarkets, "ws-tick-markets", 5, "at most `N` markets move per tick")
+	fs.DurationVar(&cfg.wsHeartbeat, "ws-heartbeat", kalshitest.DefaultWSHeartbeat, "ping WebSocket clients every `duration` (0: off)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return config{}, err
@@ -134,6 +154,15 @@ func parseFlags(args []string, output io.Writer) (config, error) {
 	}
 	if cfg.latency < 0 {
 		return config{}, fmt.Errorf("-latency %v: must not be negative", cfg.latency)
+	}
+	if cfg.wsTick < 0 {
+		return config{}, fmt.Errorf("-ws-tick %v: must not be negative", cfg.wsTick)
+	}
+	if cfg.wsTickMarkets < 1 {
+		return config{}, fmt.Errorf("-ws-tick-markets %d: must be at least 1", cfg.wsTickMarkets)
+	}
+	if cfg.wsHeartbeat < 0 {
+		return config{}, fmt.Errorf("-ws-heartbeat %v: must not be negative", cfg.wsHeartbeat)
 	}
 	if keyFile != "" {
 		key, err := loadPublicKey(keyFile)
@@ -222,6 +251,7 @@ func serve(ctx context.Context, cfg config, ln net.Listener, logger *log.Logger)
 	if cfg.publicKey != nil {
 		fake.SetPublicKey(cfg.publicKey)
 	}
+	fake.SetWSHeartbeat(cfg.wsHeartbeat)
 	var h http.Handler = fake
 	if cfg.verbose {
 		h = logRequests(fake, logger)
@@ -235,16 +265,28 @@ func serve(ctx context.Context, cfg config, ln net.Listener, logger *log.Logger)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Printf("kalshi-sim listening on http://%s/trade-api/v2", ln.Addr())
+	logger.Printf("kalshi-sim WebSocket on ws://%s%s", ln.Addr(), kalshitest.WSPath)
 
 	tick := time.NewTicker(resetEvery)
 	defer tick.Stop()
+	var walk <-chan time.Time
+	if cfg.wsTick > 0 {
+		t := time.NewTicker(cfg.wsTick)
+		defer t.Stop()
+		walk = t.C
+	}
 	for {
 		select {
 		case err := <-errc:
 			return err
 		case <-tick.C:
 			fake.Reset()
+		case <-walk:
+			randomWalk(fake, cfg.wsTickMarkets, logger)
 		case <-ctx.Done():
+			// Hijacked WebSocket connections are not the server's to
+			// close: say goodbye with 1001 first.
+			fake.CloseWS(1001, "kalshi-sim shutting down")
 			shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 			defer cancel()
 			if err := srv.Shutdown(shutdownCtx); err != nil {
@@ -296,3 +338,60 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// randomWalk moves the prices of up to n markets subscribed on the ticker
+// channel by one random step each, updates the REST data and pushes the
+// ticker messages (kalshitest.Server.Tick).
+func randomWalk(fake *kalshitest.Server, n int, logger *log.Logger) {
+	tickers := fake.WSSubscribedTickers(kalshitest.ChannelTicker)
+	rand.Shuffle(len(tickers), func(i, j int) { tickers[i], tickers[j] = tickers[j], tickers[i] })
+	var moves []kalshitest.Ticker
+	for _, t := range tickers[:min(n, len(tickers))] {
+		q, ok := fake.Quote(t)
+		if !ok {
+			continue // subscribed but not in the data: nothing to move
+		}
+		moves = append(moves, step(q))
+	}
+	if len(moves) == 0 {
+		return
+	}
+	if _, err := fake.Tick(moves...); err != nil {
+		logger.Printf("ws-tick: %v", err)
+	}
+}
+
+// step moves a quote by one cent up or down (bid in [0.01, 0.97], the
+// spread kept), puts the last price between bid and ask, and adds a few
+// contracts of volume.
+func step(q kalshitest.Ticker) kalshitest.Ticker {
+	bid, ask := cents(q.YesBid), cents(q.YesAsk)
+	spread := max(ask-bid, 1)
+	bid = min(max(bid+[]int{-1, 1}[rand.IntN(2)], 1), 98-spread)
+	ask = bid + spread
+	vol := cents(q.Volume) + 100*(1+rand.IntN(50))
+	return kalshitest.Ticker{
+		Market: q.Market,
+		YesBid: dollars(bid),
+		YesAsk: dollars(ask),
+		Price:  dollars(bid + rand.IntN(spread+1)),
+		Volume: fmt.Sprintf("%d.%02d", vol/100, vol%100),
+	}
+}
+
+// cents parses "0.4500" (or "1234.00") into hundredths; bad input is 0.
+func cents(s string) int {
+	whole, frac, _ := strings.Cut(s, ".")
+	w, err := strconv.Atoi(whole)
+	if err != nil {
+		return 0
+	}
+	f := 0
+	if len(frac) >= 2 {
+		f, _ = strconv.Atoi(frac[:2])
+	}
+	return w*100 + f
+}
+
+// dollars formats hundredths as Kalshi prices: "0.4500".
+func dollars(c int) string { return fmt.Sprintf("%d.%02d00", c/100, c%100) }

@@ -105,7 +105,7 @@ func start(src config.Sources, logs io.Writer) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := app.New(l.Config, app.Options{LogOutput: logs})
+	a, err := app.New(l.Config, app.Options{LogOutput: logs, Version: version})
 	if err != nil {
 		return nil, err
 	}
