@@ -424,7 +424,9 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 
 // Close releases the App's resources and flushes the access log.
 func (a *App) Close() {
-	a.WS.Close()
+	if a.WS != nil {
+		a.WS.Close()
+	}
 	if a.Live != nil {
 		a.Live.Close()
 	}

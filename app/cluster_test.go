@@ -661,3 +661,32 @@ func BenchmarkRedisMemoryPerEntry(b *testing.B) {
 		})
 	}
 }
+
+func TestUpstream429SlowsEveryReplica(t *testing.T) {
+	r := newReplicas(t, 2, nil)
+	a := "/trade-api/v2/markets/KXBIGSERIES-26JUN30-M021"
+	b := "/trade-api/v2/markets/KXBIGSERIES-26JUN30-M022"
+	r.fake.SetFault(kalshitest.Fault{Status: http.StatusTooManyRequests, Times: 1, Paths: []string{a}})
+	first := make(chan answer, 1)
+	go func() { first <- r.get(0, a) }()
+	if _, ok := waitUntil(5*time.Second, func() bool { return r.fake.Total() >= 1 }); !ok {
+		t.Fatal("no upstream request")
+	}
+	// Replica 1 never saw the 429, but shares the bucket it pushed back.
+	if got := r.get(1, b); got.status != http.StatusOK {
+		t.Fatalf("other replica: %d", got.status)
+	}
+	if got := <-first; got.status != http.StatusOK {
+		t.Fatalf("replica 0 after its retry: %d", got.status)
+	}
+	at := map[string][]time.Time{}
+	for _, q := range r.fake.Requests() {
+		at[q.Path] = append(at[q.Path], q.At)
+	}
+	if len(at[a]) != 2 || len(at[b]) != 1 {
+		t.Fatalf("upstream saw %d requests for a, %d for b; want 2 (429, retry) and 1", len(at[a]), len(at[b]))
+	}
+	if d := at[b][0].Sub(at[a][0]); d < 900*time.Millisecond {
+		t.Errorf("the other replica went upstream %v after the 429, want about 1s later (the shared bucket's penalty)", d)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,7 +33,10 @@ import (
 	"github.com/kproxy/kproxy/kalshitest"
 )
 
-var soakFor = flag.Duration("soak", 3*time.Second, "how long TestSoak runs")
+var (
+	soakFor     = flag.Duration("soak", 3*time.Second, "how long TestSoak runs")
+	soakProfile = flag.String("soakprofile", "", "write a heap profile at the end of TestSoak (before cleanup) to this file")
+)
 
 // Bounds of the slopes, per minute, after warm-up.
 const (
@@ -105,7 +109,6 @@ func TestSoak(t *testing.T) {
 		unexpected []string
 		requests   atomic.Int64
 		injected   atomic.Int64
-		writeIDs   sync.Map // client_order_id -> true
 		leaks      atomic.Int64
 	)
 	fail := func(format string, args ...any) {
@@ -250,25 +253,36 @@ func TestSoak(t *testing.T) {
 	}
 	// Writes with unique ids, counted where they arrive (the fake's own
 	// record is dropped as the run goes, or it would grow without bound).
+	// arrivals[n] counts the arrivals of write id soak-n: one byte per
+	// write, so the test's own record does not look like a leak.
 	var seenMu sync.Mutex
-	seen := map[string]int{}
+	var wseq, bad atomic.Int64
+	var seen []uint8
 	h.fake.Handle("POST "+ordersPath, func(w http.ResponseWriter, r *http.Request) {
 		var o struct {
 			ID string `json:"client_order_id"`
 		}
 		json.NewDecoder(r.Body).Decode(&o)
+		n, err := strconv.Atoi(strings.TrimPrefix(o.ID, "soak-"))
 		seenMu.Lock()
-		seen[o.ID]++
+		if err == nil && n > 0 {
+			for len(seen) <= n {
+				seen = append(seen, 0)
+			}
+			if seen[n] < 255 {
+				seen[n]++
+			}
+		} else {
+			bad.Add(1)
+		}
 		seenMu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusCreated)
 		w.Write([]byte(`{"order":{"order_id":"o-` + o.ID + `","client_order_id":"` + o.ID + `","status":"resting"}}`))
 	})
-	var wseq atomic.Int64
 	for range 2 {
 		loop("writes", 2*time.Millisecond, func(int) {
 			id := fmt.Sprintf("soak-%d", wseq.Add(1))
-			writeIDs.Store(id, true)
 			s, _, _, err := do(http.MethodPost, ordersPath, []byte(`{"ticker":"X","client_order_id":"`+id+`"}`),
 				"KALSHI-ACCESS-KEY", "writer", "KALSHI-ACCESS-TIMESTAMP", "1", "KALSHI-ACCESS-SIGNATURE", "s")
 			okOr("write", "", s, err)
@@ -291,18 +305,30 @@ func TestSoak(t *testing.T) {
 	h.fake.SetFault(kalshitest.Fault{})
 	h.app.Fetcher.Wait()
 
-	// Every write id reached the upstream exactly once.
-	writes := 0
-	writeIDs.Range(func(k, _ any) bool {
-		writes++
-		if n := seen[k.(string)]; n != 1 {
-			t.Errorf("write %s reached the upstream %d times, want exactly 1", k, n)
+	if *soakProfile != "" {
+		if f, err := os.Create(*soakProfile); err == nil {
+			runtime.GC()
+			pprof.WriteHeapProfile(f)
+			f.Close()
 		}
-		return true
-	})
-	if len(seen) != writes {
-		t.Errorf("the upstream saw %d distinct write ids, kproxy was sent %d", len(seen), writes)
 	}
+	// Every write id reached the upstream exactly once.
+	writes := int(wseq.Load())
+	seenMu.Lock()
+	for n := 1; n <= writes; n++ {
+		if got := uint8(0); n < len(seen) {
+			got = seen[n]
+			if got != 1 {
+				t.Errorf("write soak-%d reached the upstream %d times, want exactly 1", n, got)
+			}
+		} else {
+			t.Errorf("write soak-%d never reached the upstream", n)
+		}
+	}
+	if len(seen) > writes+1 || bad.Load() != 0 {
+		t.Errorf("the upstream saw write ids kproxy was never sent (%d ids, %d unparsable)", len(seen)-1, bad.Load())
+	}
+	seenMu.Unlock()
 	if leaks.Load() != 0 {
 		t.Errorf("%d private answers carried another caller's identity or were not BYPASS", leaks.Load())
 	}

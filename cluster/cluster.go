@@ -270,6 +270,8 @@ func (c *Cluster) report(err error) {
 	}
 }
 
+// setState opens (up false) or closes the breaker; only a change is logged
+// and reported, once.
 func (c *Cluster) setState(up bool, err error) {
 	c.smu.Lock()
 	defer c.smu.Unlock()

@@ -91,9 +91,7 @@ func (f *Fetcher) lookupShared(ctx context.Context, key string, now time.Time) (
 	if left <= 0 {
 		return nil, false
 	}
-	if f.shared.Epoch() == epoch {
-		f.store.Set(e, left)
-	}
+	f.setFenced(e, left, epoch)
 	return e, true
 }
 
@@ -114,8 +112,8 @@ func (f *Fetcher) acquireShared(ctx context.Context, req *Request, checkCache bo
 	case t.Entry != nil:
 		fl = &flight{entry: t.Entry, remote: t.Waited, shared: !t.Waited, fromCache: !t.Waited}
 		if t.Stored {
-			if left := retainedUntil(t.Entry).Sub(f.now()); left > 0 && f.shared.Epoch() == epoch {
-				f.store.Set(t.Entry, left)
+			if left := retainedUntil(t.Entry).Sub(f.now()); left > 0 {
+				f.setFenced(t.Entry, left, epoch)
 			}
 		}
 		return fl, nil, true
@@ -143,10 +141,24 @@ func releaseShared(claim Claim, fl *flight) {
 // since the fetch started (its answer may predate the purge).
 func (f *Fetcher) storeFenced(fl *flight, retention time.Duration) {
 	fl.retention = retention
-	if f.shared != nil && f.shared.Epoch() != fl.epoch {
+	if f.shared == nil {
+		f.store.Set(fl.entry, retention)
 		return
 	}
-	f.store.Set(fl.entry, retention)
+	f.setFenced(fl.entry, retention, fl.epoch)
+}
+
+// setFenced stores e in L1 unless the epoch moved from epoch. A purge
+// moves the epoch before it clears L1, so checking again after the write
+// catches one that ran in between: the write is then undone.
+func (f *Fetcher) setFenced(e *cache.Entry, retention time.Duration, epoch uint64) {
+	if f.shared.Epoch() != epoch {
+		return
+	}
+	f.store.Set(e, retention)
+	if f.shared.Epoch() != epoch {
+		f.store.Delete(e.Key)
+	}
 }
 
 // retainedUntil is when e stops being servable in any state.

@@ -222,8 +222,8 @@ func headerHasToken(h http.Header, name, token string) bool {
 
 // ServeHTTP forwards a WebSocket handshake and, once the upstream switched
 // protocols, relays the connection until it ends. It answers, as JSON:
-// 405 for a method other than GET or HEAD, 426 (with Upgrade: websocket) for a
-// request that is not a WebSocket handshake, 503 while shutting down, 502
+// 405 for a method other than GET or HEAD, 404 (as for any unknown path)
+// for a request that is not a WebSocket handshake, 503 while shutting down, 502
 // when the upstream cannot be reached or answers nonsense and 504 when it
 // does not answer within the handshake timeout.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -233,9 +233,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !isUpgrade(r) {
-		w.Header().Set("Upgrade", "websocket")
-		httperr.Write(w, http.StatusUpgradeRequired, "websocket_required",
-			"this is Kalshi's WebSocket endpoint: send a WebSocket handshake (Connection: Upgrade, Upgrade: websocket)", 0)
+		// The contract routes only a handshake here; anything else is the
+		// 404 of any unknown path.
+		httperr.Write(w, http.StatusNotFound, "not_found",
+			"no such route; "+r.URL.Path+" takes WebSocket handshakes only (Connection: Upgrade, Upgrade: websocket)", 0)
 		return
 	}
 	p.mu.Lock()

@@ -322,7 +322,7 @@ func TestHandshakeFailures(t *testing.T) {
 		_, resp, _ := websocket.Dial(ctx, r.wsURL(), nil)
 		jsonError(t, resp, http.StatusGatewayTimeout, "upstream_timeout")
 	})
-	t.Run("plain GET is 426", func(t *testing.T) {
+	t.Run("plain GET is 404", func(t *testing.T) {
 		_, up := startFake(t)
 		r := newRig(t, up.URL, nil)
 		resp, err := http.Get(r.front.URL + kalshitest.WSPath)
@@ -330,10 +330,7 @@ func TestHandshakeFailures(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		if resp.Header.Get("Upgrade") != "websocket" {
-			t.Errorf("Upgrade = %q, want websocket", resp.Header.Get("Upgrade"))
-		}
-		jsonError(t, resp, http.StatusUpgradeRequired, "websocket_required")
+		jsonError(t, resp, http.StatusNotFound, "not_found")
 	})
 	t.Run("POST is 405", func(t *testing.T) {
 		_, up := startFake(t)
