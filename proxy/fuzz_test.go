@@ -184,6 +184,12 @@ func (r *recorder) take() []*http.Request {
 
 // newFuzzServer is a Server with the default routes in front of rec.
 func newFuzzServer(tb testing.TB, rec *recorder) *Server {
+	s, _ := newFuzzServerFetcher(tb, rec)
+	return s
+}
+
+// newFuzzServerFetcher is newFuzzServer that also returns its Fetcher.
+func newFuzzServerFetcher(tb testing.TB, rec *recorder) (*Server, *fetch.Fetcher) {
 	tb.Helper()
 	cfg := config.Default()
 	table, err := route.NewTable(cfg.Cache.Specs(false))
@@ -207,7 +213,7 @@ func newFuzzServer(tb testing.TB, rec *recorder) *Server {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return s
+	return s, f
 }
 
 // FuzzRequestTarget sends arbitrary request targets and methods through
@@ -218,7 +224,7 @@ func newFuzzServer(tb testing.TB, rec *recorder) *Server {
 // route is never a private one.
 func FuzzRequestTarget(f *testing.F) {
 	rec := &recorder{}
-	s := newFuzzServer(f, rec)
+	s, fe := newFuzzServerFetcher(f, rec)
 	for _, t := range []string{
 		"/trade-api/v2/markets", "/trade-api/v2/markets/KXA-1?x=1", "/trade-api/v2/portfolio/balance",
 		"/trade-api/v2/markets/%2541", "/trade-api/v2/markets/%252e%252e", "/trade-api/v2/markets/%2e%2e/x",
@@ -238,8 +244,13 @@ func FuzzRequestTarget(f *testing.F) {
 			return // net/http answers 400 before any handler runs
 		}
 		req.RemoteAddr = "127.0.0.1:1234"
+		// Only this request's upstream work counts: background refreshes
+		// of earlier inputs end first, this one's (if any) are awaited.
+		fe.Wait()
+		rec.take()
 		w := httptest.NewRecorder()
 		s.ServeHTTP(w, req)
+		fe.Wait()
 		sent := rec.take()
 		res := w.Result()
 		if res.StatusCode >= 400 && len(sent) == 0 {
