@@ -315,7 +315,7 @@ func (a *App) newCluster(cfg *config.Config, fetchTimeout time.Duration, read, w
 // newLive builds the push feed when live.enabled (docs/live.md): the
 // fetch path then stores through the feed's wrapper and tells it of every
 // request. Without it, the store and no request hook.
-func (a *App) newLive(cfg *config.Config, routes *route.Table, signer *upstream.Signer) (cache.Store, func(*fetch.Request), error) {
+func (a *App) newLive(cfg *config.Config, routes *route.Table, signer *upstream.Signer) (cache.Store, func(*route.Route, string, time.Time), error) {
 	if !cfg.Live.Enabled {
 		return a.Store, nil, nil
 	}

@@ -47,7 +47,7 @@ type Config struct {
 	// OnRequest, if set, is told of every Get, hits included, before the
 	// lookup (the live feed's hot set). It runs on the hit path: it must be
 	// cheap and must not block.
-	OnRequest func(req *Request)
+	OnRequest func(rt *route.Route, key string, now time.Time)
 	// StaleWait is the longest a request holding a copy within
 	// stale_if_error waits for a slow upstream before it is answered
 	// STALE; 0 means it waits for the fetch. A failed attempt answers it
@@ -79,7 +79,7 @@ type Fetcher struct {
 	now       func() time.Time
 	auto      *autoBatcher
 	xform     func(*route.Route, []byte) []byte
-	onReq     func(*Request)
+	onReq     func(*route.Route, string, time.Time)
 	shared    Shared
 	bg        sync.WaitGroup
 	mu        sync.Mutex
@@ -247,7 +247,9 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 		now = f.now()
 	}
 	if f.onReq != nil {
-		f.onReq(req)
+		// Fields, not req itself: a *Request handed to a function value
+		// escapes, and would cost every hit an allocation.
+		f.onReq(req.Route, req.Key, now)
 	}
 	cached, ok := f.store.Get(req.Key)
 	sharedHit := false
@@ -475,6 +477,11 @@ func (f *Fetcher) get(ctx context.Context, escapedPath, rawQuery string, hdr htt
 		return 0, nil, nil, asError(err)
 	}
 	defer resp.Body.Close()
+	if resp.ContentLength > f.maxBody {
+		// Refused on its word: reading 64 MiB only to throw it away would
+		// outlast the fetch.
+		return 0, nil, nil, &upstream.Error{Status: http.StatusBadGateway, Code: "upstream_too_large", Msg: "upstream answer too large"}
+	}
 	var body []byte
 	if n := resp.ContentLength; n >= 0 && n <= f.maxBody {
 		// Sized once from Content-Length: no growing, no copy to store it.

@@ -33,7 +33,10 @@ func refDirectives(h http.Header) Directives {
 			case "only-if-cached":
 				d.OnlyIfCached = true
 			case "max-age":
-				value = strings.Trim(strings.TrimSpace(value), `"`)
+				value = strings.TrimSpace(value)
+				if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' {
+					value = value[1 : len(value)-1] // a quoted-string; a lone quote is malformed, not zero
+				}
 				if hasValue && value != "" && strings.Trim(value, "0") == "" {
 					d.NoCache = true
 				}

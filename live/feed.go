@@ -29,7 +29,6 @@ import (
 	"time"
 
 	"github.com/kproxy/kproxy/cache"
-	"github.com/kproxy/kproxy/fetch"
 	"github.com/kproxy/kproxy/legacy"
 	"github.com/kproxy/kproxy/metrics"
 	"github.com/kproxy/kproxy/route"
@@ -225,20 +224,16 @@ func tick(t time.Time) int64 { return t.UnixNano() >> 27 }
 // a hit of a hot market it costs a map lookup and an atomic load, with no
 // lock and no allocation; a request for a market not yet hot is handed to
 // the run loop without waiting (dropped if the loop is far behind).
-func (f *Feed) OnRequest(req *fetch.Request) {
-	if req.Route != f.single || f.single == nil {
+func (f *Feed) OnRequest(rt *route.Route, key string, now time.Time) {
+	if rt != f.single || f.single == nil {
 		return
 	}
-	ticker, ok := strings.CutPrefix(req.Key, singlePrefix)
+	ticker, ok := strings.CutPrefix(key, singlePrefix)
 	if !ok || ticker == "" {
 		return
 	}
 	if i := strings.IndexByte(ticker, '?'); i >= 0 {
 		ticker = ticker[:i]
-	}
-	now := req.Now
-	if now.IsZero() {
-		now = f.now()
 	}
 	if m := (*f.hot.Load())[ticker]; m != nil {
 		if t := tick(now); m.last.Load() != t {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kproxy/kproxy/fetch"
 	"github.com/kproxy/kproxy/kalshitest"
 	"github.com/kproxy/kproxy/upstream"
 )
@@ -93,7 +92,7 @@ func TestHotSetBoundAndEviction(t *testing.T) {
 	step(0, a, 1)
 	step(time.Second, b, 2)
 	// a is requested again after b: b is now the least recently requested.
-	c.f.OnRequest(&fetch.Request{Route: c.f.single, Key: singlePrefix + a, Now: t0.Add(2 * time.Second)})
+	c.f.OnRequest(c.f.single, singlePrefix+a, t0.Add(2*time.Second))
 	step(3*time.Second, d, 2)
 	if err := c.fake.WaitWS(c.ctx(), func(st kalshitest.WSState) bool {
 		return len(st.Tickers["ticker"]) == 2 && !slices.Contains(st.Tickers["ticker"], b)
@@ -135,7 +134,7 @@ func sorted(s []string) []string { s = slices.Clone(s); slices.Sort(s); return s
 // (a 404, a typo) never takes a place in the hot set.
 func TestUnknownTickerNeverHot(t *testing.T) {
 	c := newConnected(t, 2)
-	c.f.OnRequest(&fetch.Request{Route: c.f.single, Key: singlePrefix + "NOPE-1", Now: t0})
+	c.f.OnRequest(c.f.single, singlePrefix+"NOPE-1", t0)
 	c.fetched(vr)
 	c.wait("vr hot", func(st Stats) bool { return st.Hot == 1 && st.Tickers == 1 })
 	if got := c.fake.WSSubscribedTickers("ticker"); !slices.Equal(got, []string{vr}) {

@@ -25,7 +25,7 @@ func BenchmarkOnRequest(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				r.f.OnRequest(tc.req)
+				r.f.OnRequest(tc.req.Route, tc.req.Key, tc.req.Now)
 			}
 		})
 	}

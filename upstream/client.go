@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/kproxy/kproxy/breaker"
@@ -75,6 +76,7 @@ type Client struct {
 	maxWait   time.Duration
 	retries   int
 	breaker   *breaker.Breaker
+	idle      time.Duration // longest silence within a body before it counts as failed
 	signer    *Signer
 	m         *metrics.Metrics
 	base, cap time.Duration
@@ -100,6 +102,7 @@ func New(cfg Config) (*Client, error) {
 		maxWait: cfg.MaxWait,
 		retries: cfg.MaxRetries,
 		breaker: cfg.Breaker,
+		idle:    max(cfg.Timeout, minBodyIdle),
 		signer:  cfg.Signer,
 		m:       cfg.Metrics,
 		base:    cmp(cfg.RetryBase, 100*time.Millisecond),
@@ -285,7 +288,14 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			status = resp.StatusCode
 		}
 		if done != nil {
-			done(breaker.Classify(status, err, gone))
+			if outcome := breaker.Classify(status, err, gone); outcome == breaker.Success && resp.Body != nil && resp.Body != http.NoBody {
+				// Headers alone are no success: a body that breaks,
+				// stalls past the deadline or is cut short is a
+				// transport failure too. The outcome waits for its end.
+				resp.Body = newWatchedBody(resp.Body, ctx, done, resp.ContentLength, c.idle)
+			} else {
+				done(outcome)
+			}
 		}
 		c.observe(t.route, status, err, time.Since(start))
 		if status == http.StatusTooManyRequests {
@@ -476,4 +486,67 @@ func retryAfter(v string) (time.Duration, bool) {
 		return max(time.Until(t), 0), true
 	}
 	return 0, false
+}
+
+// minBodyIdle is the shortest silence inside an answer's body that counts
+// as the upstream failing (upstream.timeout when that is longer): a body
+// is bytes already under way, and a loaded machine may pause them briefly.
+const minBodyIdle = 5 * time.Second
+
+// watchedBody reports an answer's breaker outcome when its body ends:
+// success at EOF (or once Content-Length bytes are in), failure on a read
+// error (unless the caller went away) or when the upstream sends nothing
+// for idle (the body is then closed, so a reader blocked on it returns),
+// nothing counted when the reader closes it early (a client that hung up,
+// a retry discarding the rest).
+type watchedBody struct {
+	rc    io.ReadCloser
+	ctx   context.Context
+	done  func(breaker.Outcome)
+	left  int64 // bytes still due by Content-Length; -1: unknown
+	idle  time.Duration
+	timer *time.Timer
+	once  sync.Once
+}
+
+func newWatchedBody(rc io.ReadCloser, ctx context.Context, done func(breaker.Outcome), length int64, idle time.Duration) *watchedBody {
+	b := &watchedBody{rc: rc, ctx: ctx, done: done, left: length, idle: idle}
+	b.timer = time.AfterFunc(time.Hour, func() {
+		b.report(breaker.Failure)
+		rc.Close()
+	})
+	b.timer.Stop()
+	return b
+}
+
+// Read counts only the time spent waiting on the upstream: a reader that
+// is slow itself (a client reading slowly through the pass-through) is not
+// the upstream's silence.
+func (b *watchedBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.idle)
+	n, err := b.rc.Read(p)
+	b.timer.Stop()
+	if b.left >= 0 {
+		b.left -= int64(n)
+	}
+	switch {
+	case err == io.EOF, err == nil && b.left == 0:
+		b.report(breaker.Success)
+	case err != nil:
+		gone := b.ctx.Err() != nil && errors.Is(b.ctx.Err(), context.Canceled)
+		b.report(breaker.Classify(0, err, gone))
+	}
+	return n, err
+}
+
+func (b *watchedBody) Close() error {
+	b.report(breaker.Ignored)
+	return b.rc.Close()
+}
+
+func (b *watchedBody) report(o breaker.Outcome) {
+	b.once.Do(func() {
+		b.timer.Stop()
+		b.done(o)
+	})
 }
