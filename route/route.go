@@ -176,13 +176,35 @@ var privatePrefixes = [...]string{
 }
 
 // IsPrivate reports whether path (decoded) is a credential-specific route.
+//
+// Spellings that some servers treat as the same path count as the same:
+// letters in any case, and ;-parameters inside a segment
+// ("/portfolio;a/balance").
 func IsPrivate(path string) bool {
+	if strings.IndexByte(path, ';') >= 0 {
+		path = stripParams(path)
+	}
 	for _, p := range privatePrefixes {
-		if strings.HasPrefix(path, p) && (len(path) == len(p) || path[len(p)] == '/') {
+		if len(path) >= len(p) && strings.EqualFold(path[:len(p)], p) && (len(path) == len(p) || path[len(p)] == '/') {
 			return true
 		}
 	}
-	return strings.HasSuffix(path, "/forecast_percentile_history") && strings.HasPrefix(path, Prefix)
+	const fph = "/forecast_percentile_history"
+	return len(path) >= len(fph) && strings.EqualFold(path[len(path)-len(fph):], fph) && strings.HasPrefix(path, Prefix)
+}
+
+// stripParams drops every ;-parameter from the path's segments.
+func stripParams(path string) string {
+	var b strings.Builder
+	b.Grow(len(path))
+	for i, seg := range strings.Split(path, "/") {
+		if i > 0 {
+			b.WriteByte('/')
+		}
+		seg, _, _ = strings.Cut(seg, ";")
+		b.WriteString(seg)
+	}
+	return b.String()
 }
 
 // Errors of CheckPath.

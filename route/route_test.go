@@ -192,3 +192,19 @@ func BenchmarkMatch(b *testing.B) {
 		tab.Match("/trade-api/v2/markets/KXEARNINGSMENTIONMETA-26JUN30-VR/orderbook")
 	}
 }
+
+func TestIsPrivateSeesThroughCaseAndParams(t *testing.T) {
+	for _, p := range []string{
+		"/trade-api/v2/portfolio;a/balance",
+		"/trade-api/v2/PORTFOLIO/balance",
+		"/trade-api/v2/Portfolio;x=1/orders",
+		"/trade-api/v2/series/S/markets/M/Forecast_Percentile_History",
+	} {
+		if !IsPrivate(p) {
+			t.Errorf("IsPrivate(%q) = false, want true", p)
+		}
+	}
+	if IsPrivate("/trade-api/v2/markets;a") {
+		t.Errorf("IsPrivate(/trade-api/v2/markets;a) = true, want false")
+	}
+}
