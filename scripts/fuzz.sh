@@ -30,6 +30,7 @@ targets=(
   ./batch/:FuzzMarketsPage
   ./config/:FuzzDecode
   ./legacy/:FuzzApply
+  ./cluster/:FuzzDecodeEntry
 )
 total=0
 for t in "${targets[@]}"; do

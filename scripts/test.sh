@@ -37,6 +37,10 @@ echo "== go vet"
 go vet ./...
 echo "== go test -race"
 go test -race -count=1 ./...
+echo "== fuzz targets, a few seconds each (scripts/fuzz.sh runs them as long as asked)"
+FUZZTIME="${FUZZTIME:-4s}" FUZZ_PARALLEL=2 bash scripts/fuzz.sh
+echo "== soak, 60 s (scripts/soak.sh runs it for minutes)"
+go test -count=1 -run '^TestSoak$' ./app/ -soak 60s
 if [ -f scripts/e2e-sdk.sh ]; then
   echo "== end-to-end: kalshi-typescript SDK through kproxy"
   bash scripts/e2e-sdk.sh

@@ -30,16 +30,28 @@ func NewSigner(keyID string, key *rsa.PrivateKey) *Signer {
 	return &Signer{keyID: keyID, key: key, now: time.Now}
 }
 
+// KeyFileError is a private key file that cannot be used.
+type KeyFileError struct {
+	File string
+	Err  error
+}
+
+func (e *KeyFileError) Error() string {
+	return fmt.Sprintf("upstream.private_key_file %q: %v", e.File, e.Err)
+}
+
+func (e *KeyFileError) Unwrap() error { return e.Err }
+
 // LoadSigner reads a PEM private key (PKCS#1 or PKCS#8) from file. Errors
-// name the file.
+// are *KeyFileError.
 func LoadSigner(keyID, file string) (*Signer, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("upstream.private_key_file %q: %w", file, err)
+		return nil, &KeyFileError{File: file, Err: err}
 	}
 	key, err := ParsePrivateKey(data)
 	if err != nil {
-		return nil, fmt.Errorf("upstream.private_key_file %q: %w", file, err)
+		return nil, &KeyFileError{File: file, Err: err}
 	}
 	return NewSigner(keyID, key), nil
 }

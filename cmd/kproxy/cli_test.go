@@ -94,7 +94,7 @@ func TestCheckConfigFailsExactlyWhenStartupFails(t *testing.T) {
 		{"listen address that is not one", []string{"-listen", "nonsense"}, nil, `config: -listen (listen): "nonsense": cannot listen`},
 		{"listen address in use", []string{"-listen", taken.Addr().String()}, nil, "address already in use"},
 		{"listen from the environment", nil, map[string]string{"KPROXY_LISTEN": "256.0.0.1:1"}, `config: KPROXY_LISTEN (listen): "256.0.0.1:1": cannot listen`},
-		{"missing key file", []string{"-listen", "127.0.0.1:0"}, map[string]string{"KPROXY_UPSTREAM_API_KEY_ID": "k", "KPROXY_UPSTREAM_PRIVATE_KEY_FILE": "/nonexistent/key.pem"}, "/nonexistent/key.pem"},
+		{"missing key file", []string{"-listen", "127.0.0.1:0"}, map[string]string{"KPROXY_UPSTREAM_API_KEY_ID": "k", "KPROXY_UPSTREAM_PRIVATE_KEY_FILE": "/nonexistent/key.pem"}, `KPROXY_UPSTREAM_PRIVATE_KEY_FILE (upstream.private_key_file): "/nonexistent/key.pem"`},
 		{"unparsable key file", []string{"-listen", "127.0.0.1:0"}, map[string]string{"KPROXY_UPSTREAM_API_KEY_ID": "k", "KPROXY_UPSTREAM_PRIVATE_KEY_FILE": badKey}, "no PEM block"},
 		{"bad value from the environment", []string{"-listen", "127.0.0.1:0"}, map[string]string{"KPROXY_UPSTREAM_TIMEOUT": "abc"}, `config: KPROXY_UPSTREAM_TIMEOUT (upstream.timeout): "abc": not a duration`},
 		{"unknown variable", []string{"-listen", "127.0.0.1:0"}, map[string]string{"KPROXY_CACHE_MAXBYTES": "1MiB"}, "KPROXY_CACHE_MAXBYTES: unknown variable"},

@@ -19,6 +19,7 @@ import (
 
 	"github.com/kproxy/kproxy/app"
 	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/upstream"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".
@@ -107,6 +108,12 @@ func start(src config.Sources, logs io.Writer) (*instance, error) {
 	}
 	a, err := app.New(l.Config, app.Options{LogOutput: logs, Version: version})
 	if err != nil {
+		var kf *upstream.KeyFileError
+		if errors.As(err, &kf) {
+			// Named like every other bad value: the key, and the
+			// variable or flag that set it.
+			return nil, &config.KeyError{Key: l.Name("upstream.private_key_file"), Value: kf.File, Err: kf.Err}
+		}
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", l.Config.Listen)
