@@ -184,11 +184,30 @@ func IsPrivate(path string) bool {
 	if strings.IndexByte(path, ';') >= 0 {
 		path = stripParams(path)
 	}
+	// Most paths (markets, events, series) start with a letter no private
+	// prefix starts with: one table look-up instead of a case-blind
+	// comparison with every prefix.
+	if len(path) > len(Prefix) && !privateInitial[path[len(Prefix)]|0x20] {
+		return isForecastHistory(path)
+	}
 	for _, p := range privatePrefixes {
 		if len(path) >= len(p) && strings.EqualFold(path[:len(p)], p) && (len(path) == len(p) || path[len(p)] == '/') {
 			return true
 		}
 	}
+	return isForecastHistory(path)
+}
+
+// privateInitial marks the first letters (lower case) of the private
+// prefixes' first segment after Prefix.
+var privateInitial = func() (t [256]bool) {
+	for _, p := range privatePrefixes {
+		t[p[len(Prefix)]|0x20] = true
+	}
+	return t
+}()
+
+func isForecastHistory(path string) bool {
 	const fph = "/forecast_percentile_history"
 	return len(path) >= len(fph) && strings.EqualFold(path[len(path)-len(fph):], fph) && strings.HasPrefix(path, Prefix)
 }
