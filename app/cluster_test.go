@@ -529,7 +529,7 @@ func TestReplicaStartsWithoutRedis(t *testing.T) {
 	}
 }
 
-// Benchmarks (go test -bench Tier -run XXX ./app/): one warm key served
+// Benchmarks (go test -bench Tier -run '^$' ./app/): one warm key served
 // from L1, from L2 (L1 emptied before every request) and from the upstream
 // (client no-cache: claim, fetch, L2 fill), side by side.
 
