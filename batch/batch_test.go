@@ -18,10 +18,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kproxy/kproxy/app"
+	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/client"
-	"github.com/kproxy/kproxy/config"
-	"github.com/kproxy/kproxy/kalshitest"
+	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/kalshitest"
 )
 
 const (

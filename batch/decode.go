@@ -9,7 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/kproxy/kproxy/httperr"
+	"github.com/kproxy/kproxy/internal/httperr"
 )
 
 // inputError is a batch request refused as a whole, before any item runs.

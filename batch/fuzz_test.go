@@ -20,10 +20,10 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kproxy/kproxy/cache"
-	"github.com/kproxy/kproxy/config"
-	"github.com/kproxy/kproxy/fetch"
-	"github.com/kproxy/kproxy/route"
-	"github.com/kproxy/kproxy/upstream"
+	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/fetch"
+	"github.com/kproxy/kproxy/internal/route"
+	"github.com/kproxy/kproxy/internal/upstream"
 )
 
 // pathRecorder answers every upstream GET with an empty markets page and

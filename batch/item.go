@@ -9,8 +9,8 @@ import (
 	"strings"
 
 	"github.com/kproxy/kproxy/batch/wire"
-	"github.com/kproxy/kproxy/fetch"
-	"github.com/kproxy/kproxy/route"
+	"github.com/kproxy/kproxy/internal/fetch"
+	"github.com/kproxy/kproxy/internal/route"
 )
 
 // target is an item path that passed every check: a public cacheable route

@@ -17,8 +17,8 @@ import (
 
 	"github.com/kproxy/kproxy/batch/wire"
 	"github.com/kproxy/kproxy/cache"
-	"github.com/kproxy/kproxy/fetch"
-	"github.com/kproxy/kproxy/route"
+	"github.com/kproxy/kproxy/internal/fetch"
+	"github.com/kproxy/kproxy/internal/route"
 )
 
 // Typed batches mirror the seed's batch_get_markets, batch_get_events and

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/internal/config"
 )
 
 // contractEnv is the set of environment variables kproxy reads

@@ -24,9 +24,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/kproxy/kproxy/app"
-	"github.com/kproxy/kproxy/config"
-	"github.com/kproxy/kproxy/kalshitest"
+	"github.com/kproxy/kproxy/internal/app"
+	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/kalshitest"
 )
 
 const (

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/internal/config"
 )
 
 // TestConfigurationReferenceNamesEveryKey keeps docs/configuration.md's

@@ -12,8 +12,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kproxy/kproxy/cache"
-	"github.com/kproxy/kproxy/httperr"
-	"github.com/kproxy/kproxy/route"
+	"github.com/kproxy/kproxy/internal/httperr"
+	"github.com/kproxy/kproxy/internal/route"
 )
 
 // The admin routes (registered only with an admin token): DELETE

@@ -13,11 +13,11 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/kproxy/kproxy/fetch"
-	"github.com/kproxy/kproxy/httperr"
-	"github.com/kproxy/kproxy/logging"
-	"github.com/kproxy/kproxy/route"
-	"github.com/kproxy/kproxy/upstream"
+	"github.com/kproxy/kproxy/internal/fetch"
+	"github.com/kproxy/kproxy/internal/httperr"
+	"github.com/kproxy/kproxy/internal/logging"
+	"github.com/kproxy/kproxy/internal/route"
+	"github.com/kproxy/kproxy/internal/upstream"
 )
 
 // Shared, never-modified header values.

@@ -18,10 +18,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/kproxy/kproxy/cache"
-	"github.com/kproxy/kproxy/config"
-	"github.com/kproxy/kproxy/fetch"
-	"github.com/kproxy/kproxy/route"
-	"github.com/kproxy/kproxy/upstream"
+	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/fetch"
+	"github.com/kproxy/kproxy/internal/route"
+	"github.com/kproxy/kproxy/internal/upstream"
 )
 
 // refQ is the weight of one Accept-Encoding member's parameters (RFC 9110

@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/kproxy/kproxy/httperr"
+	"github.com/kproxy/kproxy/internal/httperr"
 )
 
 // Server limits (SECURITY.md, docs/fairness.md): what one client can hold.

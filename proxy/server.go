@@ -20,11 +20,11 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kproxy/kproxy/cache"
-	"github.com/kproxy/kproxy/fetch"
-	"github.com/kproxy/kproxy/httperr"
-	"github.com/kproxy/kproxy/metrics"
-	"github.com/kproxy/kproxy/route"
-	"github.com/kproxy/kproxy/upstream"
+	"github.com/kproxy/kproxy/internal/fetch"
+	"github.com/kproxy/kproxy/internal/httperr"
+	"github.com/kproxy/kproxy/internal/metrics"
+	"github.com/kproxy/kproxy/internal/route"
+	"github.com/kproxy/kproxy/internal/upstream"
 )
 
 // Config configures a Server.

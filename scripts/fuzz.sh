@@ -19,18 +19,18 @@ FUZZTIME="${1:-${FUZZTIME:-30s}}"
 PARALLEL="${FUZZ_PARALLEL:-$(nproc)}"
 
 targets=(
-  ./route/:FuzzKey
-  ./route/:FuzzCheckPathMatch
+  ./internal/route/:FuzzKey
+  ./internal/route/:FuzzCheckPathMatch
   ./proxy/:FuzzAcceptsGzip
   ./proxy/:FuzzMatchesETag
   ./proxy/:FuzzRequestTarget
-  ./fetch/:FuzzParseDirectives
-  ./fetch/:FuzzAutoBatchSplit
+  ./internal/fetch/:FuzzParseDirectives
+  ./internal/fetch/:FuzzAutoBatchSplit
   ./batch/:FuzzBatchRequest
   ./batch/:FuzzMarketsPage
-  ./config/:FuzzDecode
-  ./legacy/:FuzzApply
-  ./cluster/:FuzzDecodeEntry
+  ./internal/config/:FuzzDecode
+  ./internal/legacy/:FuzzApply
+  ./internal/cluster/:FuzzDecodeEntry
 )
 total=0
 for t in "${targets[@]}"; do

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tests the Python client (clients/python, package kproxy): installs it with
+# Tests the Python client (python, package kproxy): installs it with
 # pip into a fresh virtual environment (offline: its build backend is in the
 # tree and needs nothing from an index), then runs its unittest suite against
 # kproxy in front of kalshi-sim, both built into a temporary directory and
@@ -22,18 +22,18 @@ start=$(date +%s)
 
 # pip install, offline: no index, default build isolation.
 "$PYTHON" -m venv "$tmp/venv" || fail "$PYTHON -m venv failed (Debian: apt-get install python3-venv)"
-"$tmp/venv/bin/python" -m pip install --quiet --no-index --disable-pip-version-check ./clients/python \
-	>"$tmp/pip.log" 2>&1 || fail "pip install ./clients/python failed"
-echo "python-client-test: pip install ./clients/python ok ($("$tmp/venv/bin/python" --version))"
+"$tmp/venv/bin/python" -m pip install --quiet --no-index --disable-pip-version-check ./python \
+	>"$tmp/pip.log" 2>&1 || fail "pip install ./python failed"
+echo "python-client-test: pip install ./python ok ($("$tmp/venv/bin/python" --version))"
 
 # The suite sends a few hundred upstream requests in seconds: a generous rate.
 start_servers KPROXY_UPSTREAM_READ_RATE=1000
 
 # Run from the temporary directory so `import kproxy` is the installed copy.
-(cd "$tmp" && "$tmp/venv/bin/python" -m unittest discover -s "$OLDPWD/clients/python/tests" -t "$OLDPWD/clients/python/tests" -v) \
+(cd "$tmp" && "$tmp/venv/bin/python" -m unittest discover -s "$OLDPWD/python/tests" -t "$OLDPWD/python/tests" -v) \
 	>"$tmp/unittest.log" 2>&1 || { cat "$tmp/unittest.log" >&2; fail "unittest failed"; }
 tail -n 4 "$tmp/unittest.log"
-grep -q "^import kproxy\|^from kproxy" clients/python/tests/test_batch.py
+grep -q "^import kproxy\|^from kproxy" python/tests/test_batch.py
 ran=$(grep -oE '^Ran [0-9]+ tests?' "$tmp/unittest.log" | grep -oE '[0-9]+')
 echo "python-client-test: ${ran} passed, 0 failed"
 echo "python-client-test: passed in $(($(date +%s) - start))s"

@@ -17,4 +17,4 @@ dur="${SOAK:-${1:-10}m}"
 [[ -n "${SOAK:-}" ]] && dur="$SOAK"
 race=()
 [[ "${RACE:-0}" == 1 ]] && race=(-race)
-go test "${race[@]}" -count=1 -run '^TestSoak$' -v -timeout 0 ./app/ -soak "$dur" | grep -E '^(=== RUN|--- |\s+soak_test|ok|FAIL|PASS)|soak '
+go test "${race[@]}" -count=1 -run '^TestSoak$' -v -timeout 0 ./internal/app/ -soak "$dur" | grep -E '^(=== RUN|--- |\s+soak_test|ok|FAIL|PASS)|soak '

@@ -40,7 +40,7 @@ go test -race -count=1 ./...
 echo "== fuzz targets, a few seconds each (scripts/fuzz.sh runs them as long as asked)"
 FUZZTIME="${FUZZTIME:-4s}" FUZZ_PARALLEL=2 bash scripts/fuzz.sh
 echo "== soak, 60 s (scripts/soak.sh runs it for minutes)"
-go test -count=1 -run '^TestSoak$' ./app/ -soak 60s
+go test -count=1 -run '^TestSoak$' ./internal/app/ -soak 60s
 if [ -f scripts/e2e-sdk.sh ]; then
   echo "== end-to-end: kalshi-typescript SDK through kproxy"
   bash scripts/e2e-sdk.sh
@@ -50,7 +50,7 @@ if [ -f scripts/examples-test.sh ]; then
   bash scripts/examples-test.sh
 fi
 if [ -f scripts/python-client-test.sh ]; then
-  echo "== Python client (clients/python) through kproxy"
+  echo "== Python client (python) through kproxy"
   bash scripts/python-client-test.sh
 fi
 echo "== all tests passed"

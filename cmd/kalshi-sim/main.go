@@ -57,7 +57,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kproxy/kproxy/kalshitest"
+	"github.com/kproxy/kproxy/internal/kalshitest"
 )
 
 // shutdownGrace bounds how long in-flight requests may run after a signal.

@@ -28,7 +28,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kproxy/kproxy/kalshitest"
+	"github.com/kproxy/kproxy/internal/kalshitest"
 )
 
 // TestMain lets the test binary act as the kalshi-sim command, so that

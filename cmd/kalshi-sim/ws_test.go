@@ -13,7 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/kproxy/kproxy/kalshitest"
+	"github.com/kproxy/kproxy/internal/kalshitest"
 )
 
 func TestParseWSFlags(t *testing.T) {

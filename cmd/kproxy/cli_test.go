@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/internal/config"
 )
 
 func TestHelpEverywhereExitsZero(t *testing.T) {

@@ -17,9 +17,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/kproxy/kproxy/app"
-	"github.com/kproxy/kproxy/config"
-	"github.com/kproxy/kproxy/upstream"
+	"github.com/kproxy/kproxy/internal/app"
+	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/upstream"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=...".

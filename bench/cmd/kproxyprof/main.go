@@ -22,8 +22,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kproxy/kproxy/app"
-	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/internal/app"
+	"github.com/kproxy/kproxy/internal/config"
 )
 
 func main() {

@@ -1,0 +1,88 @@
+package status_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/kproxy/kproxy/internal/app"
+	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/kalshitest"
+)
+
+type discard struct {
+	h      http.Header
+	status int
+}
+
+func (w *discard) Header() http.Header         { return w.h }
+func (w *discard) Write(p []byte) (int, error) { return len(p), nil }
+func (w *discard) WriteHeader(status int)      { w.status = status }
+
+func benchApp(b *testing.B, statusOn bool) *app.App {
+	b.Helper()
+	up := httptest.NewServer(kalshitest.New())
+	b.Cleanup(up.Close)
+	cfg := config.Default()
+	cfg.Upstream.URL = up.URL
+	cfg.Status.Enabled = statusOn
+	a, err := app.New(cfg, app.Options{LogOutput: io.Discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(a.Close)
+	return a
+}
+
+// benchHit serves a warm key with the status collector sampling in the
+// background (on) or absent (off): the page must cost the hit path nothing.
+func benchHit(b *testing.B, statusOn bool) {
+	a := benchApp(b, statusOn)
+	req := httptest.NewRequest(http.MethodGet, "/trade-api/v2/series/KXEARNINGSMENTIONMETA", nil)
+	w := &discard{h: http.Header{}}
+	a.Server.ServeHTTP(w, req)
+	if w.status != http.StatusOK {
+		b.Fatalf("warm-up status %d", w.status)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		w.h = make(http.Header)
+		a.Server.ServeHTTP(w, req)
+	}
+	if w.h.Get("X-Cache") != "HIT" {
+		b.Fatalf("X-Cache = %q, want HIT", w.h.Get("X-Cache"))
+	}
+}
+
+func BenchmarkHitStatusOn(b *testing.B)  { benchHit(b, true) }
+func BenchmarkHitStatusOff(b *testing.B) { benchHit(b, false) }
+
+// BenchmarkSample is one reading of a busy registry: what the collector
+// spends every second.
+func BenchmarkSample(b *testing.B) {
+	a := benchApp(b, true)
+	for _, p := range []string{"/trade-api/v2/series/KXFEDDECISION", "/trade-api/v2/markets?series_ticker=KXFEDDECISION",
+		"/trade-api/v2/events?series_ticker=KXFEDDECISION", "/trade-api/v2/portfolio/balance", "/trade-api/v2/exchange/status"} {
+		for range 3 {
+			a.Server.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, p, nil))
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		a.Status.Sample()
+	}
+}
+
+// BenchmarkReport is building /status.json's body from a full ring.
+func BenchmarkReport(b *testing.B) {
+	a := benchApp(b, true)
+	for range 900 {
+		a.Status.Sample()
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = a.Status.Report()
+	}
+}

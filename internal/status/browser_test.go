@@ -1,0 +1,387 @@
+package status_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/emulation"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/kalshitest"
+)
+
+// browserLog collects what the page did that a user would notice: console
+// errors, exceptions, and every URL it requested.
+type browserLog struct {
+	mu       sync.Mutex
+	errors   []string
+	requests []string
+}
+
+func (b *browserLog) listen(ev any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch ev := ev.(type) {
+	case *runtime.EventConsoleAPICalled:
+		if ev.Type == "error" || ev.Type == "assert" {
+			var args []string
+			for _, a := range ev.Args {
+				args = append(args, string(a.Value)+a.Description)
+			}
+			b.errors = append(b.errors, "console."+string(ev.Type)+": "+strings.Join(args, " "))
+		}
+	case *runtime.EventExceptionThrown:
+		msg := ev.ExceptionDetails.Text
+		if ev.ExceptionDetails.Exception != nil {
+			msg += " " + ev.ExceptionDetails.Exception.Description
+		}
+		b.errors = append(b.errors, "exception: "+msg)
+	case *cdplog.EventEntryAdded:
+		if ev.Entry.Level == "error" {
+			b.errors = append(b.errors, "log "+string(ev.Entry.Source)+": "+ev.Entry.Text+" "+ev.Entry.URL)
+		}
+	case *network.EventRequestWillBeSent:
+		b.requests = append(b.requests, ev.Request.URL)
+	}
+}
+
+func (b *browserLog) snapshot() (errs, reqs []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.errors...), append([]string(nil), b.requests...)
+}
+
+// chromium is Debian's chromium, or $CHROMIUM. A missing browser fails the
+// test: CI installs it (apt-get install chromium).
+func chromium(t *testing.T) string {
+	t.Helper()
+	path := os.Getenv("CHROMIUM")
+	if path == "" {
+		path = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("no browser at %s (apt-get install chromium, or set CHROMIUM): %v", path, err)
+	}
+	return path
+}
+
+// TestStatusPageInBrowser loads /status in headless Chromium next to a
+// kproxy in front of the fake Kalshi, makes traffic, and checks that the
+// page's numbers move to exactly what /status.json says, at desktop and
+// phone width, in light and dark mode, with no console error and no
+// request to anything but 127.0.0.1. With KPROXY_SCREENSHOT=file.png it
+// runs a longer mixed workload first and saves the desktop screenshot
+// there (and the phone one beside it); otherwise both go to t.TempDir().
+func TestStatusPageInBrowser(t *testing.T) {
+	exe := chromium(t)
+	shot := os.Getenv("KPROXY_SCREENSHOT")
+	k := start(t, func(c *config.Config) {
+		if shot != "" {
+			// The shipped budget, so the gauges show a realistic share.
+			c.Upstream.ReadRate, c.Upstream.WriteRate = nil, nil
+		}
+	})
+
+	timeout := 40 * time.Second
+	if shot != "" {
+		timeout = 3 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(exe),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		// Belt and braces: a name other than loopback does not resolve,
+		// so the browser cannot send traffic off this machine.
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	defer cancelAlloc()
+	bl := &browserLog{}
+	bctx, cancelTab := chromedp.NewContext(actx, chromedp.WithListener(bl.listen))
+	defer cancelTab()
+
+	if err := chromedp.Do(bctx,
+		chromedp.EmulateViewport(1280, 900),
+		chromedp.Navigate(k.srv.URL+"/status"),
+	); err != nil {
+		t.Fatalf("loading /status: %v", err)
+	}
+	waitUpdates(t, bctx, 1)
+	if got := fieldValue(t, bctx, "requests.total"); got != "0" {
+		t.Fatalf("page shows %s requests before any traffic, want 0", got)
+	}
+
+	var want expected
+	if shot != "" {
+		want = k.workload(t, 40*time.Second)
+	} else {
+		want = k.traffic(t)
+	}
+	// The page polls every 2 s and the collector samples every second:
+	// the numbers must arrive within a few periods.
+	waitField(t, bctx, "requests.total", strconv.Itoa(want.total))
+	if want.from429 >= 0 {
+		waitField(t, bctx, "rate_limited.from_kalshi", strconv.Itoa(want.from429))
+	}
+	page := fields(t, bctx)
+	r, body := k.report()
+	var doc map[string]any
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	stable := []string{
+		"version", "upstream", "breaker.state", "requests.total", "requests.hit", "requests.stale",
+		"requests.miss", "requests.bypass", "never_reached_kalshi.count", "never_reached_kalshi.since_start",
+		"hit_ratio.since_start", "rate_limited.from_kalshi", "rate_limited.by_kproxy",
+		"upstream_budget.total", "upstream_budget.read_rate", "upstream_budget.write_rate", "upstream_budget.tier",
+		"cache.items", "cache.bytes", "cache.max_bytes", "redis", "live",
+	}
+	for _, f := range stable {
+		if got, want := page[f], jsValue(lookup(doc, f)); got != want {
+			t.Errorf("page %s = %q, /status.json has %q", f, got, want)
+		}
+	}
+	if shot == "" {
+		if r.Requests.Hit != int64(want.hits) || r.Requests.Miss != int64(want.misses) || r.TooMany.ByKproxy != 1 {
+			t.Errorf("/status.json requests %+v, 429s %+v; want %d hits, %d misses, 1 429 given", r.Requests, r.TooMany, want.hits, want.misses)
+		}
+	}
+	text, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`.hero [data-f="requests.total"]`)))
+	if err != nil || strings.ReplaceAll(strings.TrimSpace(text), ",", "") != strconv.Itoa(want.total) {
+		t.Errorf("shown total = %q (%v), want %d", text, err, want.total)
+	}
+	// The route table: the busiest route's row matches the JSON.
+	row := fmt.Sprintf(`document.querySelector('tr[data-route="%s"] td:nth-child(2)').getAttribute("data-value")`, r.Routes[0].Route)
+	if got, err := chromedp.Run(bctx, chromedp.Evaluate[string](row)); err != nil || got != strconv.FormatInt(r.Routes[0].Requests, 10) {
+		t.Errorf("route row %s requests = %q (%v), want %d", r.Routes[0].Route, got, err, r.Routes[0].Requests)
+	}
+	lines, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#c-outcomes path.line").length`))
+	if err != nil || lines == 0 {
+		t.Errorf("outcome chart has %d lines (%v), want some", lines, err)
+	}
+
+	dir := t.TempDir()
+	desktop := filepath.Join(dir, "status.png")
+	if shot != "" {
+		desktop = shot
+	}
+	screenshot(t, bctx, desktop)
+
+	// Dark mode: the page follows prefers-color-scheme.
+	bg := `getComputedStyle(document.body).backgroundColor`
+	light, err := chromedp.Run(bctx, chromedp.Evaluate[string](bg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Call(bctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+		Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if dark, err := chromedp.Run(bctx, chromedp.Evaluate[string](bg)); err != nil || dark == light {
+		t.Errorf("dark mode background = %q (%v), light %q; want them to differ", dark, err, light)
+	}
+
+	// Phone width: one column, nothing wider than the screen, still live.
+	n := updates(t, bctx)
+	if err := chromedp.Do(bctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile)); err != nil {
+		t.Fatal(err)
+	}
+	waitUpdates(t, bctx, n+1)
+	overflow, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth - window.innerWidth`))
+	if err != nil || overflow > 0 {
+		t.Errorf("at phone width the page is %d px wider than the screen (%v)", overflow, err)
+	}
+	cols, err := chromedp.Run(bctx, chromedp.Evaluate[int](`getComputedStyle(document.querySelector(".tiles")).gridTemplateColumns.split(" ").length`))
+	if err != nil || cols != 1 {
+		t.Errorf("at phone width the tiles have %d columns (%v), want 1", cols, err)
+	}
+	phone := filepath.Join(dir, "status-phone.png")
+	if shot != "" {
+		phone = strings.TrimSuffix(shot, ".png") + "-phone.png"
+	}
+	screenshot(t, bctx, phone)
+
+	errs, reqs := bl.snapshot()
+	for _, e := range errs {
+		t.Errorf("browser: %s", e)
+	}
+	if len(reqs) < 3 {
+		t.Errorf("the page made %d requests, want the page and several status.json polls", len(reqs))
+	}
+	for _, u := range reqs {
+		p, err := url.Parse(u)
+		if err != nil || p.Hostname() != "127.0.0.1" {
+			t.Errorf("the page requested %q: not 127.0.0.1", u)
+		}
+	}
+}
+
+// expected is what a workload should leave on the page.
+type expected struct {
+	total, hits, misses, from429 int
+}
+
+// traffic sends a fixed mix: misses, hits, a pass-through, and one 429
+// from Kalshi (no retries in these tests, so it is also given).
+func (k *kproxy) traffic(t *testing.T) expected {
+	t.Helper()
+	tickers := k.fake.MarketTickers("KXEARNINGSMENTIONMETA")[:10]
+	for round := range 4 {
+		for _, tk := range tickers {
+			if code, body := k.get("/trade-api/v2/markets/" + tk); code != http.StatusOK {
+				t.Fatalf("round %d %s: %d %s", round, tk, code, body)
+			}
+		}
+	}
+	k.get("/trade-api/v2/portfolio/balance")
+	k.fake.SetFault(kalshitest.Fault{Status: http.StatusTooManyRequests, Times: 1, Paths: []string{"/trade-api/v2/series/"}})
+	if code, _ := k.get("/trade-api/v2/series/KXFEDDECISION"); code != http.StatusTooManyRequests {
+		t.Fatalf("GET with an upstream 429 = %d, want 429", code)
+	}
+	return expected{total: 10 + 30 + 1 + 1, hits: 30, misses: 11, from429: 1}
+}
+
+// workload runs a steadier mix for d (for the README's screenshot): a hot
+// set of markets, a trickle of new ones, lists, a pass-through now and
+// then, and a 429 from Kalshi every few seconds. Loops are bounded by d.
+func (k *kproxy) workload(t *testing.T, d time.Duration) expected {
+	t.Helper()
+	hot := k.fake.MarketTickers("KXEARNINGSMENTIONMETA")
+	cold := k.fake.MarketTickers("KXBIGSERIES")
+	sent := 0
+	get := func(path string) { k.get(path); sent++ }
+	end := time.Now().Add(d)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; time.Now().Before(end); i++ {
+		<-tick.C
+		get("/trade-api/v2/markets/" + hot[i%len(hot)])
+		if i%3 == 0 {
+			get("/trade-api/v2/events?series_ticker=KXFEDDECISION")
+		}
+		if i%7 == 0 {
+			get("/trade-api/v2/markets/" + cold[(i/7)%len(cold)])
+		}
+		if i%40 == 0 {
+			get("/trade-api/v2/portfolio/balance")
+		}
+		if i%150 == 75 {
+			k.fake.SetFault(kalshitest.Fault{Status: http.StatusTooManyRequests, Times: 1, Paths: []string{"/trade-api/v2/markets/KXBIG"}})
+		}
+	}
+	k.fake.SetFault(kalshitest.Fault{})
+	return expected{total: sent, from429: -1}
+}
+
+func screenshot(t *testing.T, ctx context.Context, path string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s (%d bytes)", path, len(png))
+}
+
+func updates(t *testing.T, ctx context.Context) int {
+	t.Helper()
+	n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`Number(document.body.getAttribute("data-updates") || 0)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// waitUpdates waits until the page has rendered status.json n times.
+func waitUpdates(t *testing.T, ctx context.Context, n int) {
+	t.Helper()
+	expr := fmt.Sprintf(`Number(document.body.getAttribute("data-updates") || 0) >= %d`, n)
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("page did not update %d times: %v", n, err)
+	}
+}
+
+// waitField waits until the page shows want as the raw value of field.
+func waitField(t *testing.T, ctx context.Context, field, want string) {
+	t.Helper()
+	expr := fmt.Sprintf(`document.querySelector('[data-f=%q]').getAttribute("data-value") === %q`, field, want)
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second))); err != nil {
+		t.Fatalf("page never showed %s = %s (last %q): %v", field, want, fieldValue(t, ctx, field), err)
+	}
+}
+
+func fieldValue(t *testing.T, ctx context.Context, field string) string {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`document.querySelector('[data-f=%q]').getAttribute("data-value")`, field)))
+	if err != nil {
+		t.Fatalf("reading %s: %v", field, err)
+	}
+	return v
+}
+
+// fields returns every data-f field of the page with its raw value.
+func fields(t *testing.T, ctx context.Context) map[string]string {
+	t.Helper()
+	m, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]string](
+		`Object.fromEntries([...document.querySelectorAll("[data-f]")].map(e => [e.getAttribute("data-f"), e.getAttribute("data-value")]))`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func lookup(doc map[string]any, path string) any {
+	var v any = doc
+	for _, p := range strings.Split(path, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[p]
+	}
+	return v
+}
+
+// jsValue renders a decoded JSON value as the page's script does:
+// String(v) for scalars, JSON.stringify for objects, "null" for null.
+func jsValue(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return v
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	case bool:
+		return strconv.FormatBool(v)
+	default:
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+}
