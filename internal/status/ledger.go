@@ -31,8 +31,9 @@ const (
 // the status page's headline figures; it does not read or feed the
 // Prometheus metrics.
 //
-// A nil *Ledger is valid: its methods do nothing, so a proxy built with
-// the status page off can call them unconditionally.
+// Make one with NewLedger (the zero Ledger is not ready for use). A nil
+// *Ledger is valid: its methods do nothing, so a proxy built with the
+// status page off can call them unconditionally.
 //
 // Memory is bounded: per-route counters for at most maxLedgerRoutes route
 // templates, and a client table of at most the size given to NewLedger
@@ -46,8 +47,11 @@ const (
 // route and client take one atomic add per counter and one short critical
 // section on one of clientShards locks, and allocate nothing.
 type Ledger struct {
-	routes  sync.Map // route template -> *routeCounter
-	nroutes atomic.Int32
+	// routes maps route templates to their counters. It is replaced, never
+	// changed: readers load it without a lock; writers (a new route) copy
+	// it under mu.
+	routes atomic.Pointer[map[string]*routeCounter]
+	mu     sync.Mutex // serializes adding a route
 	// extra counts the routes past maxLedgerRoutes.
 	extra routeCounter
 
@@ -80,6 +84,7 @@ func NewLedger(maxClients int) *Ledger {
 		maxClients = defaultMaxClients
 	}
 	l := &Ledger{seed: maphash.MakeSeed(), perShard: (maxClients + clientShards - 1) / clientShards}
+	l.routes.Store(&map[string]*routeCounter{})
 	for i := range l.shards {
 		l.shards[i].m = make(map[string]*clientCount, l.perShard)
 	}
@@ -142,20 +147,29 @@ func (l *Ledger) Upstream(route, client string) {
 // route returns route's counters, creating them on first use; nil for a
 // route that is not counted.
 func (l *Ledger) route(route string) *routeCounter {
-	if v, ok := l.routes.Load(route); ok {
-		return v.(*routeCounter)
+	if rc := (*l.routes.Load())[route]; rc != nil {
+		return rc
 	}
 	if !countedRoute(route) {
 		return nil
 	}
-	if l.nroutes.Load() >= maxLedgerRoutes {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := *l.routes.Load()
+	if rc := old[route]; rc != nil {
+		return rc
+	}
+	if len(old) >= maxLedgerRoutes {
 		return &l.extra
 	}
-	v, loaded := l.routes.LoadOrStore(strings.Clone(route), &routeCounter{})
-	if !loaded {
-		l.nroutes.Add(1)
+	m := make(map[string]*routeCounter, len(old)+1)
+	for k, v := range old {
+		m[k] = v
 	}
-	return v.(*routeCounter)
+	rc := &routeCounter{}
+	m[strings.Clone(route)] = rc
+	l.routes.Store(&m)
+	return rc
 }
 
 // countedRoute reports whether route names a cached route or a batch
@@ -239,14 +253,14 @@ type clientRow struct {
 // maxLedgerRoutes included). Counters are read one by one while requests
 // go on: a snapshot may be a few requests apart between counters.
 func (l *Ledger) routeCounts() (map[string]routeCounts, routeCounts) {
-	routes := make(map[string]routeCounts, l.nroutes.Load())
+	cur := *l.routes.Load()
+	routes := make(map[string]routeCounts, len(cur))
 	total := l.extra.load()
-	l.routes.Range(func(k, v any) bool {
-		c := v.(*routeCounter).load()
-		routes[k.(string)] = c
+	for name, rc := range cur {
+		c := rc.load()
+		routes[name] = c
 		total = total.plus(c)
-		return true
-	})
+	}
 	return routes, total
 }
 
