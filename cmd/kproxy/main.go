@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -70,6 +71,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer k.app.Close()
+	// The log package's default logger is used by net/http itself (the
+	// Transport's "Unsolicited response received on idle HTTP channel",
+	// http2's "header list too large"): through kproxy's logger its lines
+	// have log.format like every other (CONTRACT.md, Logs).
+	slog.SetDefault(k.app.Logger)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// A soft memory limit sized from the cache bound: the garbage
 		// collector works harder before the process outgrows what the

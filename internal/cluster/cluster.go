@@ -35,6 +35,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/kproxy/kproxy/cache"
+	"github.com/kproxy/kproxy/internal/logging"
 )
 
 // Config configures a Cluster.
@@ -66,9 +67,13 @@ type Config struct {
 	// OnState, if set, is called once per change of Redis's state (and
 	// once at start) with true when it answers; it must not block.
 	OnState func(up bool)
-	// Logger may be nil.
+	// Logger receives the Cluster's own lines and go-redis's (see
+	// redislog.go); nil discards them.
 	Logger *slog.Logger
-	// Now is the clock for entry freshness; nil means time.Now.
+	// Now is this replica's clock: what counts as fresh or still retained
+	// when an entry is read from L2 or claimed, and the repeat window of
+	// go-redis's log lines. nil means time.Now. The shared budget runs on
+	// Redis's own clock (TIME in the script), never this one.
 	Now func() time.Time
 }
 
@@ -130,17 +135,27 @@ type Cluster struct {
 	lmu      sync.Mutex
 	limiters []*limiter
 
-	// Lifecycle (cluster.go, pubsub.go). psMu guards ps, the current
-	// subscription, which Close closes to unblock listen.
-	cancel context.CancelFunc
-	done   sync.WaitGroup
-	psMu   sync.Mutex
-	ps     *redis.PubSub
+	// Lifecycle (cluster.go). quit is closed by Close. lifeMu guards
+	// closed and every done.Add, so that no goroutine starts once Close
+	// waits on done: the health loop, the listener and every claim's lease
+	// renewal run under done. psMu guards ps, the current subscription,
+	// which Close closes to unblock listen.
+	cancel    context.CancelFunc
+	quit      <-chan struct{}
+	lifeMu    sync.Mutex
+	closed    bool
+	done      sync.WaitGroup
+	closeOnce sync.Once
+	psMu      sync.Mutex
+	ps        *redis.PubSub
+
+	redisLog *logging.Printf // go-redis's lines, while this Cluster is open
 }
 
 // New connects to Redis (without failing when it is down: the Cluster then
 // starts in the down state and reconnects by itself) and starts the health
-// probe, heartbeat and pub/sub listener.
+// probe, heartbeat and pub/sub listener. It routes go-redis's log lines to
+// cfg.Logger until Close (redislog.go).
 func New(cfg Config) (*Cluster, error) {
 	if cfg.L1 == nil {
 		return nil, errors.New("cluster: L1 store required")
@@ -197,13 +212,17 @@ func New(cfg Config) (*Cluster, error) {
 	opt.DialerRetries = 1
 	opt.DisableIdentity = true
 	opt.Protocol = 2
+	c.redisLog = logging.NewPrintf(logging.PrintfConfig{
+		Logger: c.log.With("component", "redis"), Level: slog.LevelWarn, Now: c.now, Prefix: "redis: ",
+	})
+	redisLogs.push(c.redisLog)
 	c.rdb = redis.NewClient(opt)
 	v := versionLabel + ":"
 	c.keyEpoch, c.keyHB = c.prefix+v+"epoch", c.prefix+v+"hb"
 	c.chFill, c.chPurge = c.prefix+v+"fill", c.prefix+v+"purge"
 
 	ctx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
+	c.cancel, c.quit = cancel, ctx.Done()
 	// A first probe now, so that a replica starting beside a healthy Redis
 	// is up (and synced to the purge epoch) before it serves.
 	if c.beat(ctx, false) == nil {
@@ -212,9 +231,8 @@ func New(cfg Config) (*Cluster, error) {
 		c.setState(false, errors.New("not reachable at start"))
 	}
 	subscribed := make(chan struct{})
-	c.done.Add(2)
-	go c.healthLoop(ctx)
-	go c.listen(ctx, subscribed)
+	c.spawn(func() { c.healthLoop(ctx) })
+	c.spawn(func() { c.listen(ctx, subscribed) })
 	if c.up.Load() {
 		select {
 		case <-subscribed:
@@ -224,22 +242,47 @@ func New(cfg Config) (*Cluster, error) {
 	return c, nil
 }
 
-// Close stops the background work, removes this replica's heartbeat and
-// closes the connections.
+// Close stops every goroutine the Cluster started (the health loop, the
+// pub/sub listener, the lease renewal of claims still held) and waits for
+// them, removes this replica's heartbeat, closes the connections and stops
+// routing go-redis's log lines to Config.Logger. Claims still held after
+// Close end at Done, which then fails quietly; Lookup, Acquire and the
+// Store keep answering, as with Redis down. Calling Close again, or
+// concurrently, does nothing more (every call returns once the first is
+// done). go-redis's own dial prober may outlive Close by up to a second
+// (it checks for a closed pool between its one-second sleeps).
 func (c *Cluster) Close() {
-	c.cancel()
-	c.psMu.Lock()
-	if c.ps != nil {
-		c.ps.Close()
+	c.closeOnce.Do(func() {
+		c.lifeMu.Lock()
+		c.closed = true
+		c.lifeMu.Unlock()
+		c.cancel()
+		c.psMu.Lock()
+		if c.ps != nil {
+			c.ps.Close()
+		}
+		c.psMu.Unlock()
+		c.done.Wait()
+		if c.up.Load() {
+			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+			heartbeatScript.Run(ctx, c.rdb, []string{c.keyHB, c.keyEpoch}, c.id, c.hbWindow().Milliseconds(), "1")
+			cancel()
+		}
+		c.rdb.Close()
+		redisLogs.remove(c.redisLog)
+	})
+}
+
+// spawn runs f in a goroutine Close waits for; once Close has begun it
+// runs nothing and reports false.
+func (c *Cluster) spawn(f func()) bool {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.closed {
+		return false
 	}
-	c.psMu.Unlock()
-	c.done.Wait()
-	if c.up.Load() {
-		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-		heartbeatScript.Run(ctx, c.rdb, []string{c.keyHB, c.keyEpoch}, c.id, c.hbWindow().Milliseconds(), "1")
-		cancel()
-	}
-	c.rdb.Close()
+	c.done.Go(f)
+	return true
 }
 
 // Up reports whether Redis answers (the breaker is closed).

@@ -398,3 +398,29 @@ func TestLookupFillsNothingWhenRedisIsDown(t *testing.T) {
 		t.Errorf("Acquire with Redis down: %+v, want a zero Turn (fetch locally)", turn)
 	}
 }
+
+func TestCloseStopsEveryGoroutineAndIsIdempotent(t *testing.T) {
+	mr := miniredis.RunT(t)
+	c := newCluster(t, mr, func(cfg *Config) { cfg.LeaseTTL, cfg.FetchTimeout = 30*time.Millisecond, time.Minute })
+	turn := c.Acquire(context.Background(), "/k", true, time.Now())
+	if turn.Claim == nil {
+		t.Fatalf("Acquire = %+v, want the claim", turn)
+	}
+	// The claim's lease renewal would run for the minute of FetchTimeout;
+	// Close stops it and waits for it, and a second Close returns at once.
+	closed := make(chan struct{})
+	go func() {
+		c.Close()
+		c.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return while a claim was held")
+	}
+	if c.spawn(func() {}) {
+		t.Error("a goroutine started after Close")
+	}
+	turn.Claim.Done(fetch.SharedOutcome{Private: true})
+}

@@ -174,11 +174,12 @@ type claim struct {
 
 func (c *Cluster) newClaim(key, token, epoch string) *claim {
 	cl := &claim{c: c, key: key, token: token, epoch: epoch, stop: make(chan struct{})}
-	go cl.renew()
+	c.spawn(cl.renew)
 	return cl
 }
 
-// renew keeps the lease alive while the fetch runs, at most FetchTimeout.
+// renew keeps the lease alive while the fetch runs, at most FetchTimeout,
+// and not after Close.
 func (cl *claim) renew() {
 	c := cl.c
 	t := time.NewTicker(max(c.leaseTTL/3, 10*time.Millisecond))
@@ -188,6 +189,8 @@ func (cl *claim) renew() {
 	for {
 		select {
 		case <-cl.stop:
+			return
+		case <-c.quit:
 			return
 		case <-limit.C:
 			return

@@ -72,7 +72,6 @@ func (c *Cluster) beat(ctx context.Context, reconnect bool) error {
 // healthLoop probes Redis every interval: two failures mark it down, one
 // success marks it up.
 func (c *Cluster) healthLoop(ctx context.Context) {
-	defer c.done.Done()
 	t := time.NewTicker(c.interval)
 	defer t.Stop()
 	failed := 0

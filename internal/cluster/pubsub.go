@@ -15,7 +15,6 @@ import (
 // dispatches their messages. After every (re)subscription it re-syncs the
 // purge epoch and wakes every waiter, since messages may have been lost.
 func (c *Cluster) listen(ctx context.Context, subscribed chan struct{}) {
-	defer c.done.Done()
 	first := true
 	for ctx.Err() == nil {
 		if !c.up.Load() {

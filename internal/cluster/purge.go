@@ -66,6 +66,9 @@ func (c *Cluster) applyPurge(e int64, kind byte, arg string) {
 // scanBatch is how many keys one SCAN step asks for and one UNLINK removes.
 const scanBatch = 500
 
+// purgeTimeout bounds one purge of L2, all its steps together.
+const purgeTimeout = 10 * time.Second
+
 // purgeL2 fences in-flight fills (INCR epoch), removes the matching L2
 // entries (SCAN + UNLINK in batches, never KEYS), then announces the purge
 // with its epoch so every replica purges its L1.
@@ -75,9 +78,10 @@ func (c *Cluster) purgeL2(kind byte, arg string) (int, error) {
 	}
 	// A purge may touch many keys: each step has its own deadline, the
 	// whole purge a bound of its own.
-	deadline := time.Now().Add(10 * time.Second)
+	whole, cancelWhole := context.WithTimeout(context.Background(), purgeTimeout)
+	defer cancelWhole()
 	step := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.Background(), c.timeout)
+		return context.WithTimeout(whole, c.timeout)
 	}
 	ctx, cancel := step()
 	e, err := c.rdb.Incr(ctx, c.keyEpoch).Result()
@@ -119,7 +123,7 @@ func (c *Cluster) purgeL2(kind byte, arg string) (int, error) {
 			if cursor = next; cursor == 0 {
 				break
 			}
-			if time.Now().After(deadline) {
+			if whole.Err() != nil {
 				return n, errors.New("purge took too long")
 			}
 		}

@@ -35,16 +35,28 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("redistest: redis-server not found (apt-get install redis-server): %v", err)
 	}
+	s := &Server{t: t, bin: bin, port: freePort(t)}
+	s.start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// ClosedURL is the redis:// URL of a loopback port nothing listens on: a
+// Redis that is down from the start (dials are refused at once).
+func ClosedURL(t testing.TB) string {
+	t.Helper()
+	return "redis://127.0.0.1:" + strconv.Itoa(freePort(t))
+}
+
+// freePort is a loopback port free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	s := &Server{t: t, bin: bin, port: port}
-	s.start()
-	t.Cleanup(s.Kill)
-	return s
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // Addr is host:port.
