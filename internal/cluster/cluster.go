@@ -311,3 +311,13 @@ func (c *Cluster) key(kind, k string) string { return c.prefix + versionLabel + 
 func (c *Cluster) call() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), c.timeout)
 }
+
+// get reads the value at key, reporting the outcome to the breaker
+// (redis.Nil when there is none).
+func (c *Cluster) get(key string) ([]byte, error) {
+	ctx, cancel := c.call()
+	defer cancel()
+	b, err := c.rdb.Get(ctx, key).Bytes()
+	c.report(err)
+	return b, err
+}

@@ -140,10 +140,7 @@ func (c *Cluster) claimOver(key, token, ek, lk string) (fetch.Turn, bool, error)
 
 // outcome reads a claimed fetch's one-off answer or failure.
 func (c *Cluster) outcome(key, token string, kind byte) (fetch.Turn, bool) {
-	ctx, cancel := c.call()
-	defer cancel()
-	b, err := c.rdb.Get(ctx, c.key("o", token)).Bytes()
-	c.report(err)
+	b, err := c.get(c.key("o", token))
 	if err != nil {
 		return fetch.Turn{}, false
 	}

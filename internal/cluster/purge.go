@@ -35,10 +35,19 @@ func (c *Cluster) syncEpoch(redisEpoch int64, reconnect bool) {
 	}
 }
 
+// fenceL1 runs change, a removal from L1, inside the L1 fence
+// (fetch.Shared.Epoch): the epoch moves before and after it, so a fetch
+// that read Epoch before or during the change sees another one when it
+// ends, and does not store its answer in L1.
+func (c *Cluster) fenceL1(change func()) {
+	c.epoch.Add(1)
+	change()
+	c.epoch.Add(1)
+}
+
 func (c *Cluster) flushLocked(why string) {
-	c.epoch.Add(1)
-	n := c.l1.Purge("")
-	c.epoch.Add(1)
+	var n int
+	c.fenceL1(func() { n = c.l1.Purge("") })
 	c.log.Info("local cache dropped", "reason", why, "entries", n)
 }
 
@@ -51,13 +60,13 @@ func (c *Cluster) applyPurge(e int64, kind byte, arg string) {
 		c.seen = e
 		return
 	}
-	c.epoch.Add(1)
-	if kind == 'k' {
-		c.l1.Delete(arg)
-	} else {
-		c.l1.Purge(arg)
-	}
-	c.epoch.Add(1)
+	c.fenceL1(func() {
+		if kind == 'k' {
+			c.l1.Delete(arg)
+		} else {
+			c.l1.Purge(arg)
+		}
+	})
 	if e > c.seen {
 		c.seen = e
 	}

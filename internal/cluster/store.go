@@ -14,10 +14,7 @@ func (c *Cluster) Lookup(_ context.Context, key string) (*cache.Entry, bool) {
 		return nil, false
 	}
 	v, _, _ := c.lookups.Do(key, func() (any, error) {
-		ctx, cancel := c.call()
-		defer cancel()
-		b, err := c.rdb.Get(ctx, c.key("e", key)).Bytes()
-		c.report(err)
+		b, err := c.get(c.key("e", key))
 		if err != nil {
 			return nil, nil
 		}
@@ -87,9 +84,8 @@ func (s *Store) Set(e *cache.Entry, retention time.Duration) {
 // L1 is purged (and a warning logged): the others keep their copies until
 // those expire, so purge again once Redis is back.
 func (s *Store) Purge(prefix string) int {
-	s.c.epoch.Add(1)
-	n := s.c.l1.Purge(prefix)
-	s.c.epoch.Add(1)
+	var n int
+	s.c.fenceL1(func() { n = s.c.l1.Purge(prefix) })
 	if m, err := s.c.purgeL2('p', prefix); err == nil {
 		n = max(n, m)
 	} else {
@@ -100,9 +96,8 @@ func (s *Store) Purge(prefix string) int {
 
 // Delete removes the entry under exactly key everywhere.
 func (s *Store) Delete(key string) bool {
-	s.c.epoch.Add(1)
-	ok := s.c.l1.Delete(key)
-	s.c.epoch.Add(1)
+	var ok bool
+	s.c.fenceL1(func() { ok = s.c.l1.Delete(key) })
 	if m, err := s.c.purgeL2('k', key); err == nil && m > 0 {
 		ok = true
 	}
