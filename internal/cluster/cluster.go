@@ -9,6 +9,10 @@
 // (L1 and the upstream serve, with local coalescing and a local share of the
 // rate budget) until the probe, run every HealthInterval, succeeds again.
 //
+// go-redis logs through one logger for the whole process; a Cluster
+// routes those lines to its Config.Logger while it is open (redislog.go),
+// so that a replica's every line has its log format.
+//
 // Keys (all under Config.Prefix; the format version is part of every key so
 // that an upgrade reads old entries as misses, never misreads them):
 //
