@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -70,6 +71,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer k.app.Close()
+	// The log package's default logger is written to by libraries
+	// kproxy uses: net/http (the Transport's "Unsolicited response
+	// received on idle HTTP channel", http2's "header list too large") and
+	// coder/websocket (a bad origin pattern). Through kproxy's logger those
+	// lines have log.format like every other (CONTRACT.md, Logs).
+	slog.SetDefault(k.app.Logger)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// A soft memory limit sized from the cache bound: the garbage
 		// collector works harder before the process outgrows what the
@@ -77,7 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		debug.SetMemoryLimit(app.MemoryLimit(k.app.Config))
 	}
 	if err := k.app.Serve(ctx, k.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		fmt.Fprintln(stderr, "kproxy:", err)
+		k.app.Logger.Error("serving failed", "err", err)
 		return 1
 	}
 	return 0
