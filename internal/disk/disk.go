@@ -14,7 +14,8 @@
 // still queued and never exposes half a transaction; the file is locked
 // with flock, which gives one kproxy per directory for free; and there is
 // no compaction at all (freed pages are reused by later writes), so nothing
-// in the background ever stalls a read. Pebble checksums its blocks but
+// in the background ever stalls a read (the file is mapped at twice MaxBytes
+// up front, so its growth does not remap it under readers either). Pebble checksums its blocks but
 // brings an LSM's compactions and a large dependency tree for a workload
 // that is mostly reads of values that never change; Badger has the same
 // compaction and value-log garbage collection; SQLite is cgo or a very
@@ -52,6 +53,13 @@
 // loaded from the meta bucket by the writer goroutine after Open returns;
 // Get serves from the file at once, reads made before the index is loaded
 // count as accesses once it is.
+//
+// # Failures
+//
+// A write that fails (a full disk) marks the store down, keeps what it
+// holds servable, drops writes for PersistEvery and then tries again; the
+// next successful write brings it back up. docs/history.md has the whole
+// story.
 package disk
 
 import (
@@ -123,8 +131,9 @@ type Config struct {
 	// DefaultQueueLen; negative is an error.
 	QueueLen int
 	// PersistEvery is how often access order is written back and expired
-	// entries are swept while the store is otherwise idle; 0 means
-	// DefaultPersistEvery; negative is an error.
+	// entries are swept while the store is otherwise idle, and how long
+	// writes are dropped after a failed one (a full disk) before they are
+	// tried again; 0 means DefaultPersistEvery; negative is an error.
 	PersistEvery time.Duration
 	// Logger receives one line each time the store goes down or comes back
 	// up; nil discards.
@@ -186,6 +195,10 @@ type Store struct {
 	closed bool
 	done   chan struct{} // closed when the writer has returned
 
+	// retryAt is when the writer tries writing again after a failed
+	// commit; until then Puts are dropped. Writer goroutine only.
+	retryAt time.Time
+
 	mu    sync.Mutex
 	state State
 	why   string
@@ -229,7 +242,7 @@ func Open(cfg Config) (*Store, error) {
 		close(s.done)
 		return s, nil
 	}
-	db, err := openDB(cfg.Path)
+	db, err := openDB(cfg.Path, cfg.MaxBytes)
 	if err != nil {
 		s.state, s.why = StateDown, err.Error()
 		cfg.Logger.Warn("disk cache down: serving from memory and upstream only", "path", cfg.Path, "reason", s.why)
@@ -244,7 +257,7 @@ func Open(cfg Config) (*Store, error) {
 
 // openDB opens and locks the store's file, creating directory, file and
 // buckets as needed, and records our pid beside it.
-func openDB(dir string) (*bbolt.DB, error) {
+func openDB(dir string, maxBytes int64) (*bbolt.DB, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create directory: %w", err)
 	}
@@ -253,6 +266,10 @@ func openDB(dir string) (*bbolt.DB, error) {
 		// Fail at once when another process holds the lock.
 		Timeout:      time.Nanosecond,
 		FreelistType: bbolt.FreelistMapType,
+		// Map twice the bound up front (address space only, the file
+		// grows as written): growing the file then never remaps it, which
+		// would make readers wait.
+		InitialMmapSize: mmapSize(maxBytes),
 	})
 	if errors.Is(err, bberrors.ErrTimeout) {
 		holder := "another process"
@@ -281,6 +298,14 @@ func openDB(dir string) (*bbolt.DB, error) {
 	// Best effort: only read to name the holder in another process's reason.
 	_ = os.WriteFile(filepath.Join(dir, pidFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
 	return db, nil
+}
+
+// mmapSize is the initial mapping for a store bounded by maxBytes.
+func mmapSize(maxBytes int64) int {
+	if strconv.IntSize < 64 {
+		return 0
+	}
+	return int(min(2*maxBytes, 1<<40))
 }
 
 var (

@@ -550,3 +550,53 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestFullDiskDoesNotStopTheStore fills the file to a size limit (what a
+// full disk does to a commit): the store goes down with the reason, keeps
+// serving what it holds, drops writes for a while, and comes back up once
+// a write succeeds again.
+func TestFullDiskDoesNotStopTheStore(t *testing.T) {
+	clk := &clock{now: t0}
+	s := open(t, Config{Path: t.TempDir(), Now: clk.Now, PersistEvery: time.Minute})
+	small := newEntry("/trade-api/v2/series/S", []byte(`{"series":{}}`), t0, 0)
+	s.Put(small, true)
+	s.Flush()
+	fi, err := os.Stat(filepath.Join(s.cfg.Path, dbFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ordered by the Flush above and the Put below: the writer is idle.
+	s.db.MaxSize = int(fi.Size())
+	// Larger than the room left in the file (bbolt grows it in chunks).
+	big := cache.RestoreEntry("/trade-api/v2/markets?limit=1000", 200, http.Header{}, bytes.Repeat([]byte("x"), int(fi.Size())+1<<20),
+		nil, `"big"`, t0, [3]time.Time{t0, t0, t0})
+	s.Put(big, true)
+	s.Flush()
+	st := s.Stats()
+	if st.State != StateDown || !strings.Contains(st.Reason, "write failed") {
+		t.Errorf("after a failed write: state %q, reason %q; want down, write failed", st.State, st.Reason)
+	}
+	if st.Items != 1 || st.Dropped != 1 {
+		t.Errorf("Items %d, Dropped %d; want 1, 1", st.Items, st.Dropped)
+	}
+	if _, ok := s.Get(small.Key); !ok {
+		t.Errorf("the stored entry is not served while the disk is full")
+	}
+	s.db.MaxSize = 0 // space freed
+	s.Put(big, true)
+	s.Flush()
+	if st := s.Stats(); st.Dropped != 2 || st.State != StateDown {
+		t.Errorf("within the back-off: Dropped %d, state %q; want 2, down", st.Dropped, st.State)
+	}
+	clk.Set(t0.Add(time.Minute))
+	s.Put(big, true)
+	s.Flush()
+	if st := s.Stats(); st.State != StateUp || st.Reason != "" || st.Items != 2 {
+		t.Errorf("after the back-off: state %q, reason %q, %d items; want up, 2 items", st.State, st.Reason, st.Items)
+	}
+	if it, ok := s.Get(big.Key); !ok {
+		t.Errorf("the write after the back-off is not served")
+	} else {
+		same(t, it.Entry, big)
+	}
+}

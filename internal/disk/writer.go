@@ -79,8 +79,9 @@ func (s *Store) run() {
 func (s *Store) apply(batch []op, sweep bool) {
 	results := make([]int, len(batch))
 	var t tally
+	backoff := s.cfg.Now().Before(s.retryAt)
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		w := wtx{s: s, records: tx.Bucket(bucketRecords), meta: tx.Bucket(bucketMeta), t: &t}
+		w := wtx{s: s, records: tx.Bucket(bucketRecords), meta: tx.Bucket(bucketMeta), t: &t, skipPuts: backoff}
 		for i, o := range batch {
 			var err error
 			switch o.kind {
@@ -115,6 +116,7 @@ func (s *Store) apply(batch []op, sweep bool) {
 	}
 	if err != nil {
 		s.dropped.Add(puts)
+		s.retryAt = s.cfg.Now().Add(s.cfg.PersistEvery)
 		s.setState(StateDown, "write failed: "+err.Error())
 		s.load(false)
 		clear(results)
@@ -123,7 +125,9 @@ func (s *Store) apply(batch []op, sweep bool) {
 		s.dropped.Add(t.dropped)
 		s.expired.Add(t.expired)
 		s.evictions.Add(t.evictions)
-		s.setState(StateUp, "")
+		if !backoff {
+			s.setState(StateUp, "")
+		}
 	}
 	for i, o := range batch {
 		if o.reply != nil {
@@ -137,11 +141,13 @@ type wtx struct {
 	s             *Store
 	records, meta *bbolt.Bucket
 	t             *tally
+	// skipPuts drops the puts: a write failed a short while ago.
+	skipPuts bool
 }
 
 func (w wtx) put(o op) error {
 	s := w.s
-	if o.key == "" || len(o.key) > bbolt.MaxKeySize {
+	if w.skipPuts || o.key == "" || len(o.key) > bbolt.MaxKeySize {
 		w.t.dropped++
 		return nil
 	}
