@@ -190,9 +190,10 @@ type Store struct {
 	q   chan op
 
 	// life keeps sends away from a stopped writer: senders hold it
-	// shared, Close exclusively.
+	// shared, Close exclusively while it sets closed. Readers only load
+	// closed, so they never wait on Close.
 	life   sync.RWMutex
-	closed bool
+	closed atomic.Bool
 	done   chan struct{} // closed when the writer has returned
 
 	// retryAt is when the writer tries writing again after a failed
@@ -422,7 +423,7 @@ func (s *Store) call(o op) int {
 func (s *Store) send(o op, wait bool) bool {
 	s.life.RLock()
 	defer s.life.RUnlock()
-	if s.closed {
+	if s.closed.Load() {
 		return false
 	}
 	if wait {
@@ -437,11 +438,7 @@ func (s *Store) send(o op, wait bool) bool {
 	}
 }
 
-func (s *Store) isClosed() bool {
-	s.life.RLock()
-	defer s.life.RUnlock()
-	return s.closed
-}
+func (s *Store) isClosed() bool { return s.closed.Load() }
 
 // List returns up to limit (all when negative) entries whose keys start
 // with prefix, in key order, and how many unexpired entries match in all.
@@ -506,11 +503,11 @@ func (s *Store) Stats() Stats {
 // closing again returns nil.
 func (s *Store) Close() error {
 	s.life.Lock()
-	if s.closed {
+	if s.closed.Load() {
 		s.life.Unlock()
 		return nil
 	}
-	s.closed = true
+	s.closed.Store(true)
 	s.life.Unlock()
 	if s.db == nil {
 		return nil
