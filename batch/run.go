@@ -87,7 +87,7 @@ func (h *Handler) serve(c echo.Context, start time.Time, p plan) error {
 		for _, slot := range j.slots {
 			r.ID = p.ids[slot]
 			results[slot] = r
-			h.count(r.Status)
+			h.m.BatchItem(r.Status)
 			if r.OK() {
 				tally.OK++
 			} else {
