@@ -12,7 +12,7 @@ import (
 	"net/http/httputil"
 	"runtime/debug"
 	"slices"
-		"strings"
+	"strings"
 	"sync/atomic"
 	"time"
 

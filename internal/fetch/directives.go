@@ -69,7 +69,6 @@ func isZero(v string) bool {
 	return true
 }
 
-
 // NoCache reports whether a request's headers ask for a fresh answer
 // (ParseDirectives: no-cache, max-age=0, Pragma: no-cache).
 func NoCache(h http.Header) bool { return ParseDirectives(h).NoCache }

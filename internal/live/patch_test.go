@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/kproxy/kproxy/cache"
-	"github.com/kproxy/kproxy/internal/fetch"
 	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/fetch"
 	"github.com/kproxy/kproxy/internal/legacy"
 	"github.com/kproxy/kproxy/internal/route"
 	"github.com/kproxy/kproxy/internal/upstream"
