@@ -149,10 +149,8 @@ func acceptsGzip(values []string) bool {
 	star, starSeen := false, false
 	for _, v := range values {
 		for v != "" {
-			var item string
-			item, v = header.Cut(v)
-			name, params, _ := strings.Cut(item, ";")
-			name = strings.TrimSpace(name)
+			var name, params string
+			name, params, v = header.Next(v, ";")
 			switch {
 			case strings.EqualFold(name, "gzip"):
 				return weightNonZero(params)

@@ -56,3 +56,24 @@ func TestBadClientNameRefused(t *testing.T) {
 		t.Errorf("upstream requests = %d, want 0", n)
 	}
 }
+
+// Kproxy-Client is kproxy's own header: the pass-through never forwards it.
+func TestClientNameNotForwarded(t *testing.T) {
+	rec := &recorder{}
+	s, _ := newFuzzServerFetcher(t, rec)
+	r := httptest.NewRequest(http.MethodGet, "/trade-api/v2/portfolio/balance", nil)
+	r.Header.Set("Kproxy-Client", "bot-1")
+	r.Header.Set("Authorization", "Bearer client")
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, r)
+	reqs := rec.take()
+	if w.Code != http.StatusOK || len(reqs) != 1 {
+		t.Fatalf("pass-through = %d with %d upstream requests, want 200 with 1", w.Code, len(reqs))
+	}
+	if v := reqs[0].Header.Get("Kproxy-Client"); v != "" {
+		t.Errorf("upstream Kproxy-Client = %q, want none", v)
+	}
+	if v := reqs[0].Header.Get("Authorization"); v != "Bearer client" {
+		t.Errorf("upstream Authorization = %q, want the client's own", v)
+	}
+}

@@ -26,10 +26,8 @@ func ParseDirectives(h http.Header) Directives {
 	var d Directives
 	for _, v := range h["Cache-Control"] {
 		for v != "" {
-			var item string
-			item, v = header.Cut(v)
-			name, value, _ := strings.Cut(item, "=")
-			name = strings.TrimSpace(name)
+			var name, value string
+			name, value, v = header.Next(v, "=")
 			switch {
 			case strings.EqualFold(name, "no-cache"):
 				d.NoCache = true
@@ -42,9 +40,9 @@ func ParseDirectives(h http.Header) Directives {
 	}
 	for _, v := range h["Pragma"] {
 		for v != "" {
-			var item string
-			item, v = header.Cut(v)
-			if strings.EqualFold(item, "no-cache") {
+			var name string
+			name, _, v = header.Next(v, "=")
+			if strings.EqualFold(name, "no-cache") {
 				d.NoCache = true
 			}
 		}

@@ -79,6 +79,19 @@ func ok(_ context.Context, _ *upstream.Call, path, _ string) (int, string, error
 	return http.StatusOK, `{"path":"` + path + `"}`, nil
 }
 
+// gate answers like ok once release is closed; arrived is closed when the
+// first call reaches it (the fetch is under way).
+func gate() (serve func(context.Context, *upstream.Call, string, string) (int, string, error), arrived, release chan struct{}) {
+	arrived, release = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	serve = func(ctx context.Context, c *upstream.Call, p, q string) (int, string, error) {
+		once.Do(func() { close(arrived) })
+		<-release
+		return ok(ctx, c, p, q)
+	}
+	return serve, arrived, release
+}
+
 // mapStore is a cache.Store in a map: no background goroutines, no TTL of
 // its own (retention is ignored), every Set visible at once.
 type mapStore struct {
@@ -192,13 +205,8 @@ func (e *env) put(req *Request, fetchedAt time.Time) *cache.Entry {
 }
 
 func TestConcurrentMissesFillOnce(t *testing.T) {
-	arrived, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	e := newEnv(t, func(ctx context.Context, c *upstream.Call, p, q string) (int, string, error) {
-		once.Do(func() { close(arrived) })
-		<-release
-		return ok(ctx, c, p, q)
-	}, nil)
+	serve, arrived, release := gate()
+	e := newEnv(t, serve, nil)
 	const n = 100
 	results := make(chan Result, n)
 	for range n {
@@ -368,13 +376,8 @@ func TestNoCacheRefetchesCoalesced(t *testing.T) {
 		{"Pragma": {"no-cache"}},
 	} {
 		t.Run(fmt.Sprint(h), func(t *testing.T) {
-			arrived, release := make(chan struct{}), make(chan struct{})
-			var once sync.Once
-			e := newEnv(t, func(ctx context.Context, c *upstream.Call, p, q string) (int, string, error) {
-				once.Do(func() { close(arrived) })
-				<-release
-				return ok(ctx, c, p, q)
-			}, nil)
+			serve, arrived, release := gate()
+			e := newEnv(t, serve, nil)
 			e.put(request("A"), t0) // fresh: only the directive makes it fetch
 			const n = 10
 			results := make(chan Result, n)

@@ -49,10 +49,16 @@ func Host(addr string) string {
 	return host
 }
 
-// Cut takes the first member off a comma-separated list value: the member
-// with surrounding spaces trimmed, and the rest of the list. Walk a value
-// with `for v != "" { m, v = header.Cut(v); ... }`. It does not allocate.
-func Cut(v string) (member, rest string) {
-	member, rest, _ = strings.Cut(v, ",")
-	return strings.TrimSpace(member), rest
+// Next takes the first member off a comma-separated list value (RFC 9110
+// section 5.6.1) and splits it at the first sep: the member's name with
+// spaces trimmed, the text after sep as is ("" without one), and the rest
+// of the list. Walk a value with
+//
+//	for v != "" { name, arg, v = header.Next(v, ";"); ... }
+//
+// It does not allocate.
+func Next(v, sep string) (name, arg, rest string) {
+	member, rest, _ := strings.Cut(v, ",")
+	name, arg, _ = strings.Cut(member, sep)
+	return strings.TrimSpace(name), arg, rest
 }
