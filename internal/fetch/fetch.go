@@ -414,7 +414,7 @@ func (f *Fetcher) load(ctx context.Context, req *Request, hdr http.Header, check
 		fl.err = err
 		return fl
 	}
-	f.finish(fl, req, status, header, body)
+	f.finish(fl, req, call.Credentials, status, header, body)
 	return fl
 }
 
@@ -447,14 +447,16 @@ func (f *Fetcher) get(ctx context.Context, call *upstream.Call, escapedPath, raw
 	return resp.StatusCode, resp.Header, body, nil
 }
 
-// finish turns an upstream answer into an entry and stores it if allowed.
-func (f *Fetcher) finish(fl *flight, req *Request, status int, header http.Header, body []byte) {
+// finish turns an upstream answer into an entry and stores it if allowed;
+// cred is the credentials the call carried: a 401/403 answers the
+// client's own only when they were forwarded.
+func (f *Fetcher) finish(fl *flight, req *Request, cred upstream.Credentials, status int, header http.Header, body []byte) {
 	w, retention, storable := f.policy(req.Route, status, header)
 	if status == http.StatusOK && f.xform != nil {
 		body = f.xform(req.Route, body)
 	}
 	fl.entry = cache.NewEntry(req.Key, status, header, body, f.now(), w, storable)
-	fl.credential = (status == http.StatusUnauthorized || status == http.StatusForbidden) && !f.up.Signs()
+	fl.credential = (status == http.StatusUnauthorized || status == http.StatusForbidden) && cred == upstream.Forward
 	_, _, public := f.policy(req.Route, http.StatusOK, header)
 	fl.private = !public
 	fl.outcome = Uncacheable

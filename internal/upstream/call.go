@@ -52,8 +52,9 @@ type Call struct {
 	Attempts int
 }
 
-// charge is the route the call is charged to.
-func (c *Call) charge() string {
+// ChargedTo is the route template the call is charged to: Charge, else
+// Route.
+func (c *Call) ChargedTo() string {
 	if c.Charge != "" {
 		return c.Charge
 	}

@@ -63,7 +63,7 @@ func TestConfigOnAttemptSeesEveryAttempt(t *testing.T) {
 	c := newClient(t, o.url(), func(cfg *Config) {
 		cfg.OnAttempt = func(call *Call, status int, err error) {
 			mu.Lock()
-			got = append(got, attempt{call.Route, call.charge(), status})
+			got = append(got, attempt{call.Route, call.ChargedTo(), status})
 			mu.Unlock()
 		}
 	})

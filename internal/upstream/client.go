@@ -5,6 +5,7 @@
 package upstream
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -55,10 +56,12 @@ type Config struct {
 	// Transport overrides the tuned default transport (tests).
 	Transport http.RoundTripper
 	// RetryBase and RetryCap shape the backoff: retry n+1 waits a random
-	// time in (0, min(RetryCap, RetryBase*2^n)]; 0 means 100ms and 2s.
+	// time in (0, min(RetryCap, RetryBase*2^n)]; 0 means 100ms and 2s;
+	// negative is an error.
 	RetryBase, RetryCap time.Duration
 	// MaxRetryAfter caps an upstream Retry-After that kproxy honours; a
-	// larger value is not obeyed (the answer is returned instead); 0 means 5s.
+	// larger value is not obeyed (the answer is returned instead); 0 means
+	// 5s; negative is an error.
 	MaxRetryAfter time.Duration
 	// ReadLimiter and WriteLimiter, when set, replace the local buckets
 	// built from ReadRate and WriteRate (a budget shared by replicas).
@@ -106,6 +109,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Origin == nil || cfg.Origin.Host == "" {
 		return nil, errors.New("upstream: origin required")
 	}
+	if cfg.RetryBase < 0 || cfg.RetryCap < 0 || cfg.MaxRetryAfter < 0 {
+		return nil, errors.New("upstream: retry base, retry cap and max retry-after must not be negative")
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
@@ -121,9 +127,9 @@ func New(cfg Config) (*Client, error) {
 		idle:      max(cfg.Timeout, minBodyIdle),
 		signer:    cfg.Signer,
 		m:         cfg.Metrics,
-		base:      positive(cfg.RetryBase, 100*time.Millisecond),
-		cap:       positive(cfg.RetryCap, 2*time.Second),
-		maxRA:     positive(cfg.MaxRetryAfter, 5*time.Second),
+		base:      cmp.Or(cfg.RetryBase, 100*time.Millisecond),
+		cap:       cmp.Or(cfg.RetryCap, 2*time.Second),
+		maxRA:     cmp.Or(cfg.MaxRetryAfter, 5*time.Second),
 		tier:      cfg.Tier,
 		onAttempt: cfg.OnAttempt,
 		readRate:  cfg.ReadRate,
@@ -143,15 +149,6 @@ func New(cfg Config) (*Client, error) {
 		c.writeFair = NewFairQueue(c.write, FairConfig{Rate: cfg.WriteRate, MaxWait: cfg.MaxWait, MaxQueue: cfg.FairMaxQueue})
 	}
 	return c, nil
-}
-
-// positive is v, or def when v is not positive (cmp.Or also takes
-// negative values).
-func positive(v, def time.Duration) time.Duration {
-	if v <= 0 {
-		return def
-	}
-	return v
 }
 
 // NewTransport is the pooled keep-alive transport to Kalshi: HTTP/2 over
