@@ -173,10 +173,8 @@ type Request struct {
 	// Now is when the request arrived; zero means the Fetcher's clock.
 	Now time.Time
 
-	// Set on the copy a fetch runs with (miss): the client named, and the
-	// call the fetch runs for.
-	client string
-	call   *call
+	// call is the flight a fetch runs for, set on the copy it runs with.
+	call *call
 }
 
 // Result is the answer to a Request.
