@@ -2,6 +2,7 @@ package batch
 
 import (
 	"context"
+	"github.com/kproxy/kproxy/internal/httperr"
 	"net/http"
 	"strconv"
 	"time"
@@ -42,7 +43,7 @@ func (h *Handler) handleBatch(c echo.Context) error {
 			return refuse(c, badRequest("requests[%d].path is required", i))
 		}
 	}
-	cl := newCall(c.Request())
+	cl := newCall(c)
 	p := plan{ids: make([]string, len(req.Requests))}
 	byKey := map[string]int{} // cache key -> index of its job
 	for i, it := range req.Requests {
@@ -72,7 +73,7 @@ func (h *Handler) handleBatch(c echo.Context) error {
 // resolveItem checks one item's method and path.
 func (h *Handler) resolveItem(it itemSpec) (target, *itemError) {
 	if it.Method != "" && it.Method != http.MethodGet {
-		return target{}, &itemError{status: http.StatusBadRequest, code: "bad_method", msg: "method " + strconv.Quote(it.Method) + " not allowed; a batch carries only GETs"}
+		return target{}, &itemError{status: http.StatusBadRequest, code: httperr.CodeBadMethod, msg: "method " + strconv.Quote(it.Method) + " not allowed; a batch carries only GETs"}
 	}
 	return h.resolve(*it.Path)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/kproxy/kproxy/batch/wire"
+	"github.com/kproxy/kproxy/internal/header"
 )
 
 // job computes the answer shared by one or more slots of a batch (duplicate
@@ -87,7 +88,7 @@ func (h *Handler) serve(c echo.Context, start time.Time, p plan) error {
 		for _, slot := range j.slots {
 			r.ID = p.ids[slot]
 			results[slot] = r
-			h.count(r.Status)
+			h.m.BatchItem(r.Status)
 			if r.OK() {
 				tally.OK++
 			} else {
@@ -114,9 +115,10 @@ func (h *Handler) serve(c echo.Context, start time.Time, p plan) error {
 // wantsStream reports whether the client accepts application/x-ndjson.
 func wantsStream(r *http.Request) bool {
 	for _, v := range r.Header.Values("Accept") {
-		for part := range strings.SplitSeq(v, ",") {
-			mt, _, _ := strings.Cut(part, ";")
-			if strings.EqualFold(strings.TrimSpace(mt), "application/x-ndjson") {
+		for v != "" {
+			var mt string
+			mt, _, v = header.Next(v, ";")
+			if strings.EqualFold(mt, "application/x-ndjson") {
 				return true
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kproxy/kproxy/internal/httperr"
 	"maps"
 	"net/http"
 	"net/url"
@@ -80,7 +81,7 @@ func (h *Handler) handleMarkets(c echo.Context) error {
 		}
 		q.limit = *req.Limit
 	}
-	cl := newCall(c.Request())
+	cl := newCall(c)
 	return h.serve(c, start, typedPlan(tickers, func(ctx context.Context, t string) wire.Response {
 		return h.seriesMarkets(ctx, cl, t, q)
 	}, foldMarkets))
@@ -99,7 +100,7 @@ func (h *Handler) handleEvents(c echo.Context) error {
 		return refuse(c, ierr)
 	}
 	nested := req.WithNestedMarkets == nil || *req.WithNestedMarkets
-	cl := newCall(c.Request())
+	cl := newCall(c)
 	return h.serve(c, start, typedPlan(tickers, func(ctx context.Context, t string) wire.Response {
 		return h.event(ctx, cl, t, nested)
 	}, foldEvents))
@@ -116,7 +117,7 @@ func (h *Handler) handleSeries(c echo.Context) error {
 	if ierr != nil {
 		return refuse(c, ierr)
 	}
-	cl := newCall(c.Request())
+	cl := newCall(c)
 	return h.serve(c, start, typedPlan(tickers, func(ctx context.Context, t string) wire.Response {
 		return h.series(ctx, cl, t)
 	}, foldSeries))
@@ -285,7 +286,7 @@ func (h *Handler) seriesExists(ctx context.Context, cl *call, t string) (wire.Re
 	if res.Outcome == fetch.Failed || res.Entry.Status != http.StatusNotFound {
 		return wire.Response{}, true
 	}
-	return wire.Response{Status: http.StatusNotFound, Cache: res.Outcome.XCache(), Error: "series " + t + " not found", Code: "not_found"}, false
+	return wire.Response{Status: http.StatusNotFound, Cache: res.Outcome.XCache(), Error: "series " + t + " not found", Code: httperr.CodeNotFound}, false
 }
 
 // event fetches event t: body {"event": {...}, "markets": [...]}.
@@ -352,7 +353,7 @@ func (h *Handler) getTyped(ctx context.Context, cl *call, path string) (wire.Res
 // badAnswer is the answer for an upstream 2xx whose body is not what the
 // route promises.
 func badAnswer(cache string, err error) wire.Response {
-	return wire.Response{Status: http.StatusBadGateway, Cache: cache, Code: "bad_upstream_answer", Error: "unexpected upstream answer: " + err.Error()}
+	return wire.Response{Status: http.StatusBadGateway, Cache: cache, Code: httperr.CodeBadUpstreamAnswer, Error: "unexpected upstream answer: " + err.Error()}
 }
 
 func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }

@@ -98,11 +98,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	var m *metrics.Metrics
 	a.Store, err = cache.NewMemory(cache.Config{
 		MaxBytes: int64(cfg.Cache.MaxBytes),
-		OnEvict: func() {
-			if m != nil {
-				m.CacheEvictions.Inc()
-			}
-		},
+		OnEvict:  func() { m.Evicted() },
 	})
 	if err != nil {
 		return nil, err
@@ -118,9 +114,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		HalfOpenRequests:    cfg.Breaker.HalfOpenRequests,
 		OnStateChange: func(from, to breaker.State) {
 			a.Logger.Warn("upstream circuit breaker changed state", "from", from.String(), "to", to.String())
-			if m != nil {
-				m.BreakerState.Set(float64(to))
-			}
+			m.SetBreaker(int(to))
 			if a.Status != nil {
 				a.Status.BreakerChanged(from.String(), to.String())
 			}
@@ -133,10 +127,8 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		}
 	}
 	read, write := cfg.Upstream.Rates()
-	if m != nil {
-		m.UpstreamBudget.WithLabelValues("read").Set(read)
-		m.UpstreamBudget.WithLabelValues("write").Set(write)
-	}
+	m.SetBudget("read", read)
+	m.SetBudget("write", write)
 	timeout := time.Duration(cfg.Upstream.Timeout)
 	retryCap := opts.RetryCap
 	if retryCap <= 0 {
@@ -174,6 +166,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		MaxWait:      time.Duration(cfg.Upstream.MaxWait),
 		Breaker:      a.Breaker,
 		Signer:       signer,
+		Tier:         cfg.Upstream.Tier,
 		Metrics:      m,
 		Transport:    opts.Transport,
 		RetryBase:    opts.RetryBase,

@@ -26,17 +26,10 @@ func (c *Cluster) Lookup(_ context.Context, key string) (*cache.Entry, bool) {
 		return e, nil
 	})
 	e, _ := v.(*cache.Entry)
-	if e == nil || !c.now().Before(retainedUntil(e)) {
+	if e == nil || !c.now().Before(e.RetainedUntil()) {
 		return nil, false
 	}
 	return e, true
-}
-
-func retainedUntil(e *cache.Entry) time.Time {
-	if e.ErrorUntil.After(e.RevalidateUntil) {
-		return e.ErrorUntil
-	}
-	return e.RevalidateUntil
 }
 
 // Store is the two-tier cache.Store: L1 (this replica's memory), then L2
@@ -60,7 +53,7 @@ func (s *Store) Get(key string) (*cache.Entry, bool) {
 	if !ok {
 		return nil, false
 	}
-	if left := retainedUntil(e).Sub(s.c.now()); left > 0 && s.c.Epoch() == epoch {
+	if left := e.RetainedUntil().Sub(s.c.now()); left > 0 && s.c.Epoch() == epoch {
 		s.c.l1.Set(e, left)
 	}
 	return e, true
