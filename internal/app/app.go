@@ -431,7 +431,7 @@ func (a *App) Close() {
 	// for them (the process is ending anyway).
 	done := make(chan struct{})
 	go func() {
-		a.Fetcher.Wait()
+		a.Fetcher.Close() // also cancels refreshes scheduled ahead of expiry
 		close(done)
 	}()
 	select {

@@ -380,11 +380,15 @@ func (f *Fetcher) refresh(ctx context.Context, req *Request) {
 }
 
 // Wait blocks until shared fetches and background refreshes under way have
-// finished, including those no client waits for any more; refreshes
-// scheduled ahead of expiry that have not started are cancelled (a later
-// hit may schedule again). Call it after the HTTP server has stopped
-// (shutdown, tests), before closing the store.
-func (f *Fetcher) Wait() {
+// finished, including those no client waits for any more (a barrier for
+// tests; refreshes scheduled ahead of expiry and not yet started stay
+// scheduled).
+func (f *Fetcher) Wait() { f.bg.Wait() }
+
+// Close cancels the refreshes scheduled ahead of expiry (none is scheduled
+// after it) and then waits like Wait. Call it after the HTTP server has
+// stopped, before closing the store.
+func (f *Fetcher) Close() {
 	f.ahead.stopAll()
 	f.bg.Wait()
 }

@@ -134,17 +134,22 @@ func (f *Fetcher) runAhead(r *Request, e *cache.Entry) {
 }
 
 // aheadTimers are the refreshes ahead of expiry scheduled and not yet
-// started, so that Fetcher.Wait can cancel them. Safe for concurrent use.
+// started, so that Fetcher.Close can cancel them. Safe for concurrent use.
 type aheadTimers struct {
 	afterFunc func(time.Duration, func()) func() bool
 	mu        sync.Mutex
 	pending   map[*cache.Entry]func() bool
+	closed    bool // stopAll ran: nothing more is scheduled
 }
 
 // schedule runs fn in d, tracked under e until it starts. The timer is
 // made without the lock held (a clock may run fn at once).
 func (a *aheadTimers) schedule(e *cache.Entry, d time.Duration, fn func()) {
 	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return
+	}
 	if a.pending == nil {
 		a.pending = map[*cache.Entry]func() bool{}
 	}
@@ -166,10 +171,11 @@ func (a *aheadTimers) schedule(e *cache.Entry, d time.Duration, fn func()) {
 	a.mu.Unlock()
 }
 
-// stopAll cancels the refreshes that have not started.
+// stopAll cancels the refreshes that have not started, and any later one.
 func (a *aheadTimers) stopAll() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.closed = true
 	for e, stop := range a.pending {
 		if stop != nil {
 			stop()

@@ -90,6 +90,7 @@ func newPollEnv(t *testing.T) (*env, *timers) {
 	e := newEnv(t, ok, func(c *Config) {})
 	ts.c = e.clock
 	e.f.ahead.afterFunc = ts.afterFunc
+	t.Cleanup(e.f.Close)
 	return e, ts
 }
 
@@ -197,6 +198,17 @@ func TestRefreshAheadOneOffAndStoppedPolls(t *testing.T) {
 			t.Errorf("upstream calls = %d, want 0 (the entry refreshed ahead is gone)", got)
 		}
 	})
+}
+
+func TestCloseCancelsScheduledRefresh(t *testing.T) {
+	e, ts := newPollEnv(t)
+	poll(t, e, ts, 2, time.Second) // schedules one refresh
+	e.f.Close()
+	before := e.up.fills()
+	ts.Advance(time.Minute)
+	if got := e.up.fills() - before; got != 0 {
+		t.Errorf("upstream calls after Close = %d, want 0", got)
+	}
 }
 
 func TestHitNotingAllocatesNothing(t *testing.T) {
