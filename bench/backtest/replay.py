@@ -389,7 +389,8 @@ def cmd_report(args):
     out.append("")
     if meta:
         out.append(f"- when: {meta.get('date', '')}; kproxy {meta.get('commit', '')}; "
-                   f"disk tier: {meta.get('disk_tier', '?')}; offline: {meta.get('offline', '?')}")
+                   f"kproxy accepts `cache.disk.path`: {meta.get('disk_tier', '?')}, `upstream.offline`: "
+                   f"{meta.get('offline', '?')} (probed with `kproxy check-config`; unknown keys are left out)")
         out.append(f"- machine: {meta.get('cpus', '?')} cores ({meta.get('cpu', '')}), shared with other "
                    f"sessions' builds and tests: load average {meta.get('load_start', '?')} at the start, "
                    f"{meta.get('load_end', '?')} at the end (column *load*: during the run). "
@@ -430,9 +431,12 @@ def cmd_report(args):
         out.append(f"| {r['name']} | {up_s} | {num('wall_s')} | {made} | {num('per_request_ms')} | "
                    f"{ratio(r)} | {fails} | {fmt_bytes(r.get('bytes_on_disk'))} | {answers} | {same(r)} | "
                    f"{r.get('load1', '')} |")
+    out.append("")
+    out.append("- *1b* (run again at once) is answered from memory: trades pages keep their route ttl "
+               "(2 s, then 2 s stale) until the history tier marks them immutable, so how many go upstream "
+               "again depends on how long ago run 1 fetched them (a few seconds between runs here).")
     notes = [r for r in runs if r.get("note")]
     if notes:
-        out.append("")
         for r in notes:
             out.append(f"- *{r['name']}*: {r['note']}")
     out.append("")

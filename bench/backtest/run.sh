@@ -171,7 +171,7 @@ replay "kproxy no disk: 2' after SIGTERM + restart" --base "$KP/trade-api/v2"
 kp_stop
 
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null || commit+=" (uncommitted changes)"
+git -C "$ROOT" diff --quiet HEAD -- . ":(exclude)bench/results-backtest.md" 2>/dev/null || commit+=" (uncommitted changes)"
 "$PY" "$HERE/replay.py" report --results "$RESULTS" --plan "$WORK/plan.json" --out "$OUT" \
 	--meta "date=$(date -u '+%Y-%m-%d %H:%M UTC')" --meta "commit=$commit" \
 	--meta "disk_tier=$DISK_TIER" --meta "offline=$OFFLINE" --meta "latency=$LATENCY" \
