@@ -302,6 +302,17 @@ func TestBackfillFailingPageFailsOnlyThatItem(t *testing.T) {
 	if r := b.Responses[1]; r.Status != http.StatusOK || decodeJoined(t, r).Pages < 2 {
 		t.Errorf("the other item: status %d pages %d, want 200 over several pages", r.Status, r.Pages)
 	}
+
+	// Resuming from that cursor fails at once, and says where to resume.
+	resume := tradesItem(tk)
+	resume.Path += "&cursor=" + url.QueryEscape(page1.Cursor)
+	b, err = e.c.Batch(t.Context(), []client.Item{resume})
+	if err != nil {
+		t.Fatalf("Batch: %v", err)
+	}
+	if r := b.Responses[0]; r.Status != http.StatusInternalServerError || r.Pages != 0 || r.NextCursor != page1.Cursor {
+		t.Errorf("resumed item: status %d pages %d next_cursor %q, want 500, 0 pages, next_cursor %q", r.Status, r.Pages, r.NextCursor, page1.Cursor)
+	}
 }
 
 func TestBackfillStreamsOneLinePerItemWhenItsLastPageIsIn(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"time"
@@ -137,6 +138,10 @@ func (h *Handler) backfill(ctx context.Context, cl *call, t target) wire.Respons
 	if l.failed != nil {
 		r := *l.failed
 		r.Pages, r.NextCursor = l.pages, l.cursor
+		if l.pages == 0 { // the item's own page failed: its own cursor, if any
+			q, _ := url.ParseQuery(t.rawQuery)
+			r.NextCursor = q.Get("cursor")
+		}
 		return r
 	}
 	return wire.Response{Status: http.StatusOK, Cache: l.cache, Body: joinedBody(lists, l), Pages: l.pages, NextCursor: l.cursor}
