@@ -15,6 +15,7 @@ import (
 	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 // TestThroughKproxy runs the pass-through inside a whole kproxy (app.New,
@@ -23,7 +24,7 @@ import (
 func TestThroughKproxy(t *testing.T) {
 	leakCheck(t)
 	fake, up := startFake(t)
-	fake.SetPublicKey(&testKey().PublicKey)
+	fake.SetPublicKey(&kalshitest.TestKey(t).PublicKey)
 	cfg := config.Default()
 	cfg.Upstream.URL = up.URL
 	cfg.Log.Access = true
@@ -31,7 +32,7 @@ func TestThroughKproxy(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &kproxytest.Buffer{}
 	a, err := app.New(cfg, app.Options{LogOutput: logs})
 	if err != nil {
 		t.Fatal(err)
@@ -93,11 +94,7 @@ func TestThroughKproxy(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Errorf("Serve = %v, want nil", err)
 	}
-	a.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), `"status":101`) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond) // the access log is flushed every 200ms
-	}
+	a.Close() // flushes the access log
 	if !strings.Contains(logs.String(), `"route":"/trade-api/ws/v2"`) || !strings.Contains(logs.String(), `"status":101`) {
 		t.Errorf("no access line with status 101 for the WebSocket:\n%s", logs.String())
 	}
