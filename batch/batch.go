@@ -3,19 +3,22 @@
 //
 // POST /batch takes a list of paths; POST /batch/markets, /batch/events and
 // /batch/series take lists of tickers, mirroring the Python seed's
-// batch_get_* helpers. Every item goes through (*fetch.Fetcher).Get, so it
+// batch_get_* helpers; a /batch item with all_pages joins every page of a
+// cursor-paginated listing (a backfill, pages.go). Every item, and every
+// page, goes through (*fetch.Fetcher).Get, so it
 // shares the cache, coalescing, rate limit and breaker with the proxy, and
 // kproxy never contacts the upstream any other way. Items of one request run
 // concurrently, at most Config.Concurrency at a time; one failed item never
-// fails the others. The wire types are those of package client.
+// fails the others. The wire types live in package batch/wire (package client
+// uses the same).
 package batch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
 	"net/http"
-	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -46,14 +49,16 @@ type Config struct {
 	// 0 means DefaultMaxItems.
 	MaxItems int
 	// Concurrency bounds the items of one request in flight at once; a
-	// /batch/markets series holds its slot while it pages. 0 means
+	// /batch/markets series or an all_pages item holds its slot while it
+	// pages. 0 means
 	// DefaultConcurrency. There is deliberately no bound across requests:
 	// cache hits must never queue behind misses, and misses are already
 	// bounded by the upstream rate limit (which answers 429 after max_wait
 	// rather than letting work pile up).
 	Concurrency int
-	// MaxPages bounds the pages one series of /batch/markets follows with
-	// all_pages. 0 means DefaultMaxPages.
+	// MaxPages bounds the pages one listing follows with all_pages: a
+	// series of /batch/markets, or a /batch item (a backfill). 0 means
+	// DefaultMaxPages.
 	MaxPages int
 	// Metrics may be nil (nothing recorded).
 	Metrics *metrics.Metrics
@@ -84,9 +89,9 @@ func New(cfg Config) (*Handler, error) {
 	h := &Handler{
 		fetch:       cfg.Fetcher,
 		routes:      cfg.Routes,
-		maxItems:    orDefault(cfg.MaxItems, DefaultMaxItems),
-		concurrency: orDefault(cfg.Concurrency, DefaultConcurrency),
-		maxPages:    orDefault(cfg.MaxPages, DefaultMaxPages),
+		maxItems:    cmp.Or(cfg.MaxItems, DefaultMaxItems),
+		concurrency: cmp.Or(cfg.Concurrency, DefaultConcurrency),
+		maxPages:    cmp.Or(cfg.MaxPages, DefaultMaxPages),
 		m:           cfg.Metrics,
 		log:         cfg.Logger,
 	}
@@ -94,13 +99,6 @@ func New(cfg Config) (*Handler, error) {
 		h.log = slog.New(slog.DiscardHandler)
 	}
 	return h, nil
-}
-
-func orDefault(v, def int) int {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // Register adds the batch routes (all POST) with add, typically
@@ -117,26 +115,31 @@ type call struct {
 	header     http.Header
 	remoteAddr string
 	noCache    bool
+	// charge is the batch endpoint ("/batch", "/batch/markets", ...): the
+	// status page charges the items' upstream calls to it.
+	charge string
 }
 
 // newCall takes from the batch request what its items' fetches need.
-func newCall(r *http.Request) *call {
-	return &call{header: itemHeader(r.Header), remoteAddr: r.RemoteAddr, noCache: fetch.NoCache(r.Header)}
+func newCall(c echo.Context) *call {
+	r := c.Request()
+	return &call{header: itemHeader(r.Header), remoteAddr: r.RemoteAddr, noCache: fetch.NoCache(r.Header), charge: c.Path()}
 }
 
 // notForwarded are batch request headers its items' fetches never carry:
-// those describing the batch call itself, and Kalshi's signature headers. A
-// KALSHI-ACCESS-SIGNATURE covers the method and path it was made for (here
-// POST /batch), so it can never be valid for an item's GET, and Kalshi
-// rejects an invalid signature even on public routes.
+// those describing the batch call itself. Credentials are not forwarded
+// either: every item goes with upstream.OwnKey (a KALSHI-ACCESS-SIGNATURE
+// covers the method and path it was made for, here POST /batch, so it can
+// never be valid for an item's GET, and Kalshi rejects an invalid signature
+// even on public routes).
 var notForwarded = map[string]bool{
 	"Content-Type": true, "Content-Length": true, "Content-Encoding": true, "Accept": true, "Expect": true,
-	"Kalshi-Access-Key": true, "Kalshi-Access-Signature": true, "Kalshi-Access-Timestamp": true,
 }
 
 // itemHeader is the header the items' fetches carry: the batch request's
-// end-to-end headers (Authorization included) but those in notForwarded.
-// The fetch path drops hop-by-hop and cache-variant headers itself.
+// end-to-end headers but those in notForwarded. The fetch path drops
+// hop-by-hop and cache-variant headers itself, and the upstream client the
+// credentials.
 func itemHeader(in http.Header) http.Header {
 	out := make(http.Header, len(in))
 	for k, vs := range in {
@@ -151,7 +154,7 @@ func itemHeader(in http.Header) http.Header {
 // once ctx is done, so a client that has gone causes no new upstream work.
 func (h *Handler) get(ctx context.Context, c *call, t target) fetch.Result {
 	if err := ctx.Err(); err != nil {
-		return fetch.Result{Outcome: fetch.Failed, Err: &upstream.Error{Status: 499, Code: "client_closed", Msg: "request canceled", Err: err}}
+		return fetch.Result{Outcome: fetch.Failed, Err: upstream.Canceled(err)}
 	}
 	return h.fetch.Get(ctx, &fetch.Request{
 		Route:       t.route,
@@ -159,14 +162,9 @@ func (h *Handler) get(ctx context.Context, c *call, t target) fetch.Result {
 		EscapedPath: t.escapedPath,
 		RawQuery:    t.rawQuery,
 		Header:      c.header,
+		Credentials: upstream.OwnKey,
+		Charge:      c.charge,
 		NoCache:     c.noCache,
 		RemoteAddr:  c.remoteAddr,
 	})
-}
-
-// count records one answered item.
-func (h *Handler) count(status int) {
-	if h.m != nil {
-		h.m.BatchItems.WithLabelValues(strconv.Itoa(status)).Inc()
-	}
 }

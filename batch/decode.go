@@ -20,7 +20,7 @@ type inputError struct {
 }
 
 func badRequest(format string, args ...any) *inputError {
-	return &inputError{status: http.StatusBadRequest, code: "bad_request", msg: fmt.Sprintf(format, args...)}
+	return &inputError{status: http.StatusBadRequest, code: httperr.CodeBadRequest, msg: fmt.Sprintf(format, args...)}
 }
 
 // refuse answers a request refused as a whole with the contract's JSON error.
@@ -46,12 +46,12 @@ func decode(c echo.Context, v any) *inputError {
 	case errors.Is(err, io.EOF):
 		return nil
 	case err == nil:
-		return &inputError{status: http.StatusBadRequest, code: "bad_json", msg: "body has data after its JSON value"}
+		return &inputError{status: http.StatusBadRequest, code: httperr.CodeBadJSON, msg: "body has data after its JSON value"}
 	default:
 		if e := decodeError(err); e.status != http.StatusBadRequest {
 			return e
 		}
-		return &inputError{status: http.StatusBadRequest, code: "bad_json", msg: "body has data after its JSON value"}
+		return &inputError{status: http.StatusBadRequest, code: httperr.CodeBadJSON, msg: "body has data after its JSON value"}
 	}
 }
 
@@ -61,13 +61,13 @@ func decodeError(err error) *inputError {
 	var typeErr *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &tooBig):
-		return &inputError{status: http.StatusRequestEntityTooLarge, code: "body_too_large", msg: fmt.Sprintf("body is larger than %d bytes", tooBig.Limit)}
+		return &inputError{status: http.StatusRequestEntityTooLarge, code: httperr.CodeBodyTooLarge, msg: fmt.Sprintf("body is larger than %d bytes", tooBig.Limit)}
 	case errors.Is(err, io.EOF):
-		return &inputError{status: http.StatusBadRequest, code: "bad_json", msg: "body is empty"}
+		return &inputError{status: http.StatusBadRequest, code: httperr.CodeBadJSON, msg: "body is empty"}
 	case errors.As(err, &typeErr):
-		return &inputError{status: http.StatusBadRequest, code: "bad_json", msg: fmt.Sprintf("field %q: want a JSON %s, got %s", typeErr.Field, typeErr.Type, typeErr.Value)}
+		return &inputError{status: http.StatusBadRequest, code: httperr.CodeBadJSON, msg: fmt.Sprintf("field %q: want a JSON %s, got %s", typeErr.Field, typeErr.Type, typeErr.Value)}
 	default:
-		return &inputError{status: http.StatusBadRequest, code: "bad_json", msg: "body is not valid JSON for this endpoint: " + err.Error()}
+		return &inputError{status: http.StatusBadRequest, code: httperr.CodeBadJSON, msg: "body is not valid JSON for this endpoint: " + err.Error()}
 	}
 }
 
@@ -77,7 +77,7 @@ func (h *Handler) checkCount(field string, n int) *inputError {
 	case n == 0:
 		return badRequest("%s is required and must not be empty", field)
 	case n > h.maxItems:
-		return &inputError{status: http.StatusRequestEntityTooLarge, code: "too_many_items", msg: fmt.Sprintf("%s has %d entries; the limit is %d", field, n, h.maxItems)}
+		return &inputError{status: http.StatusRequestEntityTooLarge, code: httperr.CodeTooManyItems, msg: fmt.Sprintf("%s has %d entries; the limit is %d", field, n, h.maxItems)}
 	}
 	return nil
 }
@@ -94,7 +94,7 @@ func checkTickers(field string, tickers []string) ([]string, *inputError) {
 	out := make([]string, 0, len(tickers))
 	for i, t := range tickers {
 		if !validTicker(t) {
-			return nil, &inputError{status: http.StatusBadRequest, code: "bad_ticker",
+			return nil, &inputError{status: http.StatusBadRequest, code: httperr.CodeBadTicker,
 				msg: fmt.Sprintf("%s[%d] = %q is not a ticker (1 to %d letters, digits, '-', '_' or '.', starting with a letter or digit)", field, i, t, maxTicker)}
 		}
 		if !seen[t] {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kproxy/kproxy/internal/httperr"
 	"net/http"
 	"net/url"
 	"strings"
@@ -34,7 +35,7 @@ func (e *itemError) response() wire.Response {
 }
 
 func badPath(format string, args ...any) *itemError {
-	return &itemError{status: http.StatusBadRequest, code: "bad_path", msg: fmt.Sprintf(format, args...)}
+	return &itemError{status: http.StatusBadRequest, code: httperr.CodeBadPath, msg: fmt.Sprintf(format, args...)}
 }
 
 // resolve checks an item path (path and query, as a client wrote it) and
@@ -74,11 +75,11 @@ func (h *Handler) resolve(raw string) (target, *itemError) {
 		return target{}, badPath("query has a byte that must be percent-encoded at offset %d", i)
 	}
 	if route.IsPrivate(u.Path) {
-		return target{}, &itemError{status: http.StatusBadRequest, code: "not_batchable", msg: "private route; a batch carries only public GETs"}
+		return target{}, &itemError{status: http.StatusBadRequest, code: httperr.CodeNotBatchable, msg: "private route; a batch carries only public GETs"}
 	}
 	rt := h.routes.Match(u.Path)
 	if rt == nil {
-		return target{}, &itemError{status: http.StatusBadRequest, code: "not_batchable", msg: "not a public cached route"}
+		return target{}, &itemError{status: http.StatusBadRequest, code: httperr.CodeNotBatchable, msg: "not a public cached route"}
 	}
 	return target{route: rt, key: route.Key(u.Path, u.RawQuery), escapedPath: escaped, rawQuery: u.RawQuery}, nil
 }

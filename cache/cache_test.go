@@ -187,15 +187,20 @@ func TestEntryStoresNoHopByHopOrCookies(t *testing.T) {
 
 func TestHitHeadersReusedWithinASecond(t *testing.T) {
 	e := entry("/k", 10)
-	age1, cs1 := e.HitHeaders(t0.Add(1200 * time.Millisecond))
-	age2, cs2 := e.HitHeaders(t0.Add(1700 * time.Millisecond))
+	renders := 0
+	render := func(ttl int64, detail string) string {
+		renders++
+		return fmt.Sprintf("ttl=%d detail=%q", ttl, detail)
+	}
+	age1, cs1 := e.HitHeaders(t0.Add(1200*time.Millisecond), render)
+	age2, cs2 := e.HitHeaders(t0.Add(1700*time.Millisecond), render)
 	if &age1[0] != &age2[0] || &cs1[0] != &cs2[0] {
 		t.Errorf("hit headers rebuilt within one second")
 	}
-	if age1[0] != "1" || cs1[0] != "kproxy; hit; ttl=58" {
-		t.Errorf("HitHeaders = %q, %q; want \"1\", \"kproxy; hit; ttl=58\"", age1[0], cs1[0])
+	if age1[0] != "1" || cs1[0] != `ttl=58 detail=""` || renders != 1 {
+		t.Errorf("HitHeaders = %q, %q after %d renders; want \"1\", \"ttl=58 detail=\\\"\\\"\" after 1", age1[0], cs1[0], renders)
 	}
-	age3, _ := e.HitHeaders(t0.Add(3 * time.Second))
+	age3, _ := e.HitHeaders(t0.Add(3*time.Second), render)
 	if age3[0] != "3" {
 		t.Errorf("Age after 3s = %q, want 3", age3[0])
 	}

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/kproxy/kproxy/internal/header"
 )
 
 // Entry is one stored (or transient) upstream answer. It is immutable once
@@ -184,6 +186,14 @@ func (e *Entry) Revalidatable(now time.Time) bool { return now.Before(e.Revalida
 // fails.
 func (e *Entry) ServableOnError(now time.Time) bool { return now.Before(e.ErrorUntil) }
 
+// RetainedUntil is when the entry stops being servable in any state.
+func (e *Entry) RetainedUntil() time.Time {
+	if e.ErrorUntil.After(e.RevalidateUntil) {
+		return e.ErrorUntil
+	}
+	return e.RevalidateUntil
+}
+
 // ETagValue, LengthValue: prebuilt header values (shared; do not modify).
 func (e *Entry) ETagValue() []string { return e.etagValue }
 
@@ -202,10 +212,13 @@ type stamp struct {
 	hitStatus []string
 }
 
-// HitHeaders returns the Age and Cache-Status values of a fresh hit at now.
-// They change once a second; within a second the same slices are returned,
-// so a hit allocates nothing for them. The slices are shared: do not modify.
-func (e *Entry) HitHeaders(now time.Time) (age, cacheStatus []string) {
+// HitHeaders returns the Age and Cache-Status values of a fresh hit at now;
+// render makes the Cache-Status text from the freshness left (whole
+// seconds) and the entry's Detail (fetch.HitStatus: the package that names
+// cache outcomes renders them). They change once a second; within a second
+// the same slices are returned, so a hit allocates nothing for them. The
+// slices are shared: do not modify.
+func (e *Entry) HitHeaders(now time.Time, render func(ttl int64, detail string) string) (age, cacheStatus []string) {
 	sec := now.Unix()
 	if s := e.stamp.Load(); s != nil && s.sec == sec {
 		return s.age, s.hitStatus
@@ -215,17 +228,10 @@ func (e *Entry) HitHeaders(now time.Time) (age, cacheStatus []string) {
 	s := &stamp{
 		sec:       sec,
 		age:       []string{strconv.FormatInt(a, 10)},
-		hitStatus: []string{hitStatus(ttl, e.Detail)},
+		hitStatus: []string{render(ttl, e.Detail)},
 	}
 	e.stamp.Store(s)
 	return s.age, s.hitStatus
-}
-
-func hitStatus(ttl int64, detail string) string {
-	if detail == "" {
-		return "kproxy; hit; ttl=" + strconv.FormatInt(ttl, 10)
-	}
-	return "kproxy; hit; ttl=" + strconv.FormatInt(ttl, 10) + "; detail=" + detail
 }
 
 // AgeSeconds is the entry's age in whole seconds at now.
@@ -236,12 +242,10 @@ func (e *Entry) AgeSeconds(now time.Time) int64 {
 
 // skipped lists headers never stored: hop-by-hop ones (RFC 9110 section
 // 7.6.1), and those kproxy computes per answer or must never replay.
-var skipped = map[string]bool{
-	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
-	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
-	"Content-Length": true, "Content-Encoding": true, "Age": true, "Etag": true, "Date": true,
-	"Set-Cookie": true, "Vary": true, "X-Cache": true, "Cache-Status": true,
-}
+var skipped = header.Set(
+	"Content-Length", "Content-Encoding", "Age", "Etag", "Date",
+	"Set-Cookie", "Vary", "X-Cache", "Cache-Status",
+)
 
 func storedHeader(h http.Header) http.Header {
 	out := make(http.Header, len(h))

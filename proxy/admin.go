@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,7 +41,7 @@ func (s *Server) authorized(c echo.Context) bool {
 		}
 	}
 	c.Response().Header().Set("WWW-Authenticate", `Bearer realm="kproxy admin"`)
-	httperr.Write(c.Response(), http.StatusUnauthorized, "unauthorized", "admin token missing or wrong", 0)
+	httperr.Write(c.Response(), http.StatusUnauthorized, httperr.CodeUnauthorized, "admin token missing or wrong", 0)
 	return false
 }
 
@@ -51,31 +52,29 @@ func (s *Server) authorized(c echo.Context) bool {
 func adminQuery(c echo.Context, allowed ...string) (url.Values, bool) {
 	q, err := url.ParseQuery(c.Request().URL.RawQuery)
 	if err != nil {
-		httperr.Write(c.Response(), http.StatusBadRequest, "bad_request", "malformed query: "+err.Error(), 0)
+		httperr.Write(c.Response(), http.StatusBadRequest, httperr.CodeBadRequest, "malformed query: "+err.Error(), 0)
 		return nil, false
 	}
 	for name, vs := range q {
-		if !contains(allowed, name) {
-			httperr.Write(c.Response(), http.StatusBadRequest, "bad_request",
+		if !slices.Contains(allowed, name) {
+			httperr.Write(c.Response(), http.StatusBadRequest, httperr.CodeBadRequest,
 				"unknown parameter "+strconv.Quote(name)+" (allowed: "+strings.Join(allowed, ", ")+
 					"); a key with a query must be URL-encoded: curl -G --data-urlencode 'key=/trade-api/v2/...?a=1&b=2'", 0)
 			return nil, false
 		}
 		if len(vs) > 1 {
-			httperr.Write(c.Response(), http.StatusBadRequest, "bad_request", "parameter "+strconv.Quote(name)+" given more than once", 0)
+			httperr.Write(c.Response(), http.StatusBadRequest, httperr.CodeBadRequest, "parameter "+strconv.Quote(name)+" given more than once", 0)
 			return nil, false
 		}
 	}
 	return q, true
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
+// adminOff answers every admin route while no admin token is configured.
+func (s *Server) adminOff(c echo.Context) error {
+	httperr.Write(c.Response(), http.StatusNotFound, httperr.CodeAdminOff,
+		"the admin API is off: set admin.token in the config file or KPROXY_ADMIN_TOKEN to enable it", 0)
+	return nil
 }
 
 // cacheKey normalizes k (a path with an optional query, as a client would
@@ -100,7 +99,7 @@ func (s *Server) handlePurge(c echo.Context) error {
 	}
 	if q.Has("key") {
 		if q.Has("prefix") {
-			httperr.Write(c.Response(), http.StatusBadRequest, "bad_request", "give key or prefix, not both", 0)
+			httperr.Write(c.Response(), http.StatusBadRequest, httperr.CodeBadRequest, "give key or prefix, not both", 0)
 			return nil
 		}
 		key := cacheKey(q.Get("key"))
@@ -156,7 +155,7 @@ func (s *Server) handleList(c echo.Context) error {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > maxListLimit {
-			httperr.Write(c.Response(), http.StatusBadRequest, "bad_request", "limit must be a whole number from 0 to "+strconv.Itoa(maxListLimit), 0)
+			httperr.Write(c.Response(), http.StatusBadRequest, httperr.CodeBadRequest, "limit must be a whole number from 0 to "+strconv.Itoa(maxListLimit), 0)
 			return nil
 		}
 		limit = n

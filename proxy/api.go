@@ -14,23 +14,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kproxy/kproxy/internal/fetch"
+	"github.com/kproxy/kproxy/internal/header"
 	"github.com/kproxy/kproxy/internal/httperr"
 	"github.com/kproxy/kproxy/internal/logging"
+	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/route"
 	"github.com/kproxy/kproxy/internal/upstream"
 )
 
 // Shared, never-modified header values.
 var (
-	xHit, xMiss, xStale, xBypass = []string{"HIT"}, []string{"MISS"}, []string{"STALE"}, []string{"BYPASS"}
-	varyAE                       = []string{"Accept-Encoding"}
-	gzipValue                    = []string{"gzip"}
-	bypassStatus                 = []string{"kproxy; fwd=bypass"}
+	varyAE       = []string{"Accept-Encoding"}
+	gzipValue    = []string{"gzip"}
+	bypassStatus = []string{fetch.Result{Outcome: fetch.Bypassed}.CacheStatus(0)}
 )
 
 // reqInfo is what the access log and metrics learn about one request.
 type reqInfo struct {
-	route    string
+	route string
+	// cache is the X-Cache word of the outcome (fetch.Outcome.XCache), ""
+	// for an answer that is none (kproxy's own routes, a bad path).
 	cache    string
 	status   int
 	attempts int
@@ -42,7 +45,7 @@ type reqInfo struct {
 func (s *Server) handleAPI(c echo.Context) error {
 	start := time.Now()
 	r := c.Request()
-	info := reqInfo{route: "other", cache: "BYPASS"}
+	info := reqInfo{route: "other", cache: fetch.Bypassed.XCache()}
 	defer s.observe(c, &info, start)
 
 	// The path as the client wrote it: what goes upstream, once. (Path
@@ -58,7 +61,7 @@ func (s *Server) handleAPI(c echo.Context) error {
 	}
 	if err := route.CheckPath(escaped, r.URL.Path); err != nil {
 		info.cache, info.status = "", http.StatusBadRequest
-		httperr.Write(c.Response(), http.StatusBadRequest, "bad_path", err.Error(), 0)
+		httperr.Write(c.Response(), http.StatusBadRequest, httperr.CodeBadPath, err.Error(), 0)
 		return nil
 	}
 	rt := s.routes.Match(r.URL.Path)
@@ -87,16 +90,12 @@ func (s *Server) handleAPI(c echo.Context) error {
 	info.cache = res.Outcome.XCache()
 	if res.Outcome == fetch.Failed {
 		info.status = res.Err.Status
-		if res.Err.Status == 499 {
+		if errors.Is(res.Err, upstream.ErrClientClosed) {
 			return nil // the client is gone
 		}
 		h := c.Response().Header()
-		h["X-Cache"] = xMiss
-		if res.Fwd == "" { // not forwarded (only-if-cached)
-			h["Cache-Status"] = []string{"kproxy; detail=" + res.Err.Code}
-		} else {
-			h["Cache-Status"] = []string{"kproxy; fwd=" + res.Fwd + "; detail=" + res.Err.Code}
-		}
+		h["X-Cache"] = res.Outcome.XCacheValue()
+		h["Cache-Status"] = []string{res.CacheStatus(0)}
 		httperr.Write(c.Response(), res.Err.Status, res.Err.Code, res.Err.Msg, res.Err.RetryAfter)
 		return nil
 	}
@@ -117,21 +116,12 @@ func (s *Server) writeEntry(w *echo.Response, r *http.Request, res fetch.Result,
 	}
 	h["Etag"] = e.ETagValue()
 	h["Vary"] = varyAE
-	switch res.Outcome {
-	case fetch.Hit:
-		age, cs := e.HitHeaders(now)
-		h["Age"], h["Cache-Status"], h["X-Cache"] = age, cs, xHit
-	default:
+	h["X-Cache"] = res.Outcome.XCacheValue()
+	if res.Outcome == fetch.Hit {
+		h["Age"], h["Cache-Status"] = e.HitHeaders(now, fetch.HitStatus)
+	} else {
 		h["Age"] = []string{strconv.FormatInt(e.AgeSeconds(now), 10)}
-		h["Cache-Status"] = []string{cacheStatus(res, e.FreshUntil.Sub(now))}
-		switch res.Outcome.XCache() {
-		case "STALE":
-			h["X-Cache"] = xStale
-		case "HIT": // a hit from the shared tier
-			h["X-Cache"] = xHit
-		default:
-			h["X-Cache"] = xMiss
-		}
+		h["Cache-Status"] = []string{res.CacheStatus(e.FreshUntil.Sub(now))}
 	}
 	if e.Status == http.StatusOK && matchesETag(r.Header["If-None-Match"], e.ETag) {
 		delete(h, "Content-Type")
@@ -152,33 +142,6 @@ func (s *Server) writeEntry(w *echo.Response, r *http.Request, res fetch.Result,
 	return e.Status
 }
 
-// cacheStatus is the RFC 9211 Cache-Status of a non-hit result.
-func cacheStatus(res fetch.Result, ttl time.Duration) string {
-	secs := strconv.FormatInt(int64(ttl/time.Second), 10)
-	switch res.Outcome {
-	case fetch.Revalidating:
-		return "kproxy; hit; ttl=" + secs + "; fwd=stale; detail=revalidating"
-	case fetch.StaleOnError:
-		switch {
-		case res.Detail == "only-if-cached": // served without forwarding
-			return "kproxy; hit; ttl=" + secs + "; detail=only-if-cached"
-		case res.Detail != "": // stale-wait: the upstream was too slow
-			return "kproxy; hit; ttl=" + secs + "; fwd=stale; detail=" + res.Detail
-		}
-		return "kproxy; hit; ttl=" + secs + "; fwd=stale; fwd-status=" + strconv.Itoa(res.FwdStatus)
-	case fetch.Hit:
-		return "kproxy; hit; ttl=" + secs
-	case fetch.SharedHit:
-		return "kproxy; hit; ttl=" + secs + "; detail=shared"
-	case fetch.Stored:
-		return "kproxy; fwd=" + res.Fwd + "; stored"
-	case fetch.Collapsed:
-		return "kproxy; fwd=" + res.Fwd + "; collapsed"
-	default:
-		return "kproxy; fwd=" + res.Fwd + "; fwd-status=" + strconv.Itoa(res.Entry.Status)
-	}
-}
-
 // acceptsGzip reports whether Accept-Encoding values allow gzip (RFC 9110
 // section 12.5.3): the first member naming gzip decides by its weight (q,
 // any case, among any parameters; q=0 refuses); without one, the first "*"
@@ -187,10 +150,8 @@ func acceptsGzip(values []string) bool {
 	star, starSeen := false, false
 	for _, v := range values {
 		for v != "" {
-			var item string
-			item, v, _ = strings.Cut(v, ",")
-			name, params, _ := strings.Cut(item, ";")
-			name = strings.TrimSpace(name)
+			var name, params string
+			name, params, v = header.Next(v, ";")
 			switch {
 			case strings.EqualFold(name, "gzip"):
 				return weightNonZero(params)
@@ -248,23 +209,25 @@ func matchesETag(values []string, etag string) bool {
 
 // passThrough forwards a request that is not cached (writes, private
 // routes, unknown routes) exactly once through the upstream client, body
-// streamed both ways.
+// streamed both ways, with the client's own credentials.
 func (s *Server) passThrough(c echo.Context, info *reqInfo) {
 	r := c.Request()
+	client, err := fetch.ClientName(r.Header, r.RemoteAddr)
+	if err != nil {
+		e := upstream.As(err)
+		info.cache, info.status = "", e.Status
+		httperr.Write(c.Response(), e.Status, e.Code, e.Msg, 0)
+		return
+	}
 	if !s.bufferBody(c.Response(), r) {
 		info.status = c.Response().Status
 		return
 	}
-	attempts := new(int)
-	ctx := upstream.WithRoute(r.Context(), info.route, attempts)
-	// Fair shares: the client is its key, else its address.
-	client := "addr:" + fetch.ClientIP(r)
-	if k := r.Header["Kalshi-Access-Key"]; len(k) > 0 && k[0] != "" {
-		client = "key:" + k[0]
-	}
-	ctx = upstream.WithClient(ctx, client)
-	s.rp.ServeHTTP(c.Response(), r.WithContext(ctx))
-	info.status, info.attempts = c.Response().Status, *attempts
+	// The one caller that cannot pass the call's options: ReverseProxy
+	// reaches the client through RoundTrip.
+	call := &upstream.Call{Route: info.route, Client: client}
+	s.rp.ServeHTTP(c.Response(), r.WithContext(upstream.WithCall(r.Context(), call)))
+	info.status, info.attempts = c.Response().Status, call.Attempts
 }
 
 func (s *Server) newReverseProxy() *httputil.ReverseProxy {
@@ -272,28 +235,25 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.Host = origin.Scheme, origin.Host, origin.Host
-			xff := fetch.ClientIP(pr.In)
-			if prior := pr.In.Header["X-Forwarded-For"]; len(prior) > 0 {
-				xff = strings.Join(prior, ", ") + ", " + xff
-			}
-			pr.Out.Header["X-Forwarded-For"] = []string{xff}
+			pr.Out.Header["X-Forwarded-For"] = header.ForwardedFor(pr.In.Header["X-Forwarded-For"], pr.In.RemoteAddr)
+			delete(pr.Out.Header, fetch.ClientHeader)
 		},
 		Transport:     s.up,
 		FlushInterval: -1,
 		ModifyResponse: func(resp *http.Response) error {
-			resp.Header["X-Cache"] = xBypass
+			resp.Header["X-Cache"] = fetch.Bypassed.XCacheValue()
 			resp.Header["Cache-Status"] = bypassStatus
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			var e *upstream.Error
 			if !errors.As(err, &e) {
-				e = &upstream.Error{Status: http.StatusBadGateway, Code: "upstream_error", Msg: "upstream " + origin.Host + " failed"}
+				e = &upstream.Error{Status: http.StatusBadGateway, Code: httperr.CodeUpstreamError, Msg: "upstream " + origin.Host + " failed"}
 			}
-			if e.Status == 499 || r.Context().Err() != nil {
+			if errors.Is(e, upstream.ErrClientClosed) || r.Context().Err() != nil {
 				return
 			}
-			w.Header()["X-Cache"] = xBypass
+			w.Header()["X-Cache"] = fetch.Bypassed.XCacheValue()
 			httperr.Write(w, e.Status, e.Code, e.Msg, e.RetryAfter)
 		},
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -325,11 +285,12 @@ func (s *Server) newHotMetrics() map[*route.Route]*hotMetrics {
 	if s.m == nil {
 		return nil
 	}
+	hit := fetch.Hit.XCache()
 	hot := map[*route.Route]*hotMetrics{}
 	for _, rt := range s.routes.Routes() {
 		hot[rt] = &hotMetrics{
-			requests: s.m.Requests.WithLabelValues(rt.Pattern, http.MethodGet, "200", "HIT"),
-			duration: s.m.RequestDuration.WithLabelValues(rt.Pattern, "HIT"),
+			requests: s.m.Requests.WithLabelValues(rt.Pattern, http.MethodGet, metrics.Code(http.StatusOK), hit),
+			duration: s.m.RequestDuration.WithLabelValues(rt.Pattern, hit),
 		}
 	}
 	return hot
@@ -363,14 +324,11 @@ func (s *Server) observe(c echo.Context, info *reqInfo, start time.Time) {
 		info.status = c.Response().Status
 	}
 	d := time.Since(start)
-	if s.m != nil {
-		if info.hot != nil && info.status == http.StatusOK && r.Method == http.MethodGet {
-			info.hot.requests.Inc()
-			info.hot.duration.Observe(d.Seconds())
-		} else {
-			s.m.Requests.WithLabelValues(info.route, r.Method, codeLabel(info.status), info.cache).Inc()
-			s.m.RequestDuration.WithLabelValues(info.route, info.cache).Observe(d.Seconds())
-		}
+	if info.hot != nil && info.status == http.StatusOK && r.Method == http.MethodGet {
+		info.hot.requests.Inc()
+		info.hot.duration.Observe(d.Seconds())
+	} else {
+		s.m.Request(info.route, r.Method, info.status, info.cache, d)
 	}
 	if s.requests != nil {
 		s.requests.LogRequest(logging.Request{

@@ -52,11 +52,11 @@ func (s *Server) bufferBody(w http.ResponseWriter, r *http.Request) bool {
 		var ne net.Error
 		switch {
 		case errors.As(err, &tooLarge):
-			httperr.Write(w, http.StatusRequestEntityTooLarge, "body_too_large", "request body over 1 MiB", 0)
+			httperr.Write(w, http.StatusRequestEntityTooLarge, httperr.CodeBodyTooLarge, "request body over 1 MiB", 0)
 		case errors.As(err, &ne) && ne.Timeout():
-			httperr.Write(w, http.StatusRequestTimeout, "request_timeout", "request body not received within "+s.bodyTimeout.String(), 0)
+			httperr.Write(w, http.StatusRequestTimeout, httperr.CodeRequestTimeout, "request body not received within "+s.bodyTimeout.String(), 0)
 		default:
-			httperr.Write(w, http.StatusBadRequest, "bad_body", "reading the request body failed", 0)
+			httperr.Write(w, http.StatusBadRequest, httperr.CodeBadBody, "reading the request body failed", 0)
 		}
 		return false
 	}

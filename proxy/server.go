@@ -12,7 +12,6 @@ import (
 	"net/http/httputil"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -138,6 +137,11 @@ func New(cfg Config) (*Server, error) {
 	if s.admin != "" {
 		s.Handle(http.MethodDelete, "/admin/cache", s.handlePurge)
 		s.Handle(http.MethodGet, "/admin/cache", s.handleList)
+	} else {
+		// Admin is off: say so, and how to turn it on, rather than the
+		// generic 404 of a path kproxy does not serve.
+		e.Any("/admin", s.recoverJSON(s.observed("/admin/*", s.adminOff)))
+		e.Any("/admin/*", s.recoverJSON(s.observed("/admin/*", s.adminOff)))
 	}
 	return s, nil
 }
@@ -184,7 +188,7 @@ func (s *Server) methodNotAllowed(path string) echo.HandlerFunc {
 		if c.Request().Method == http.MethodOptions {
 			return c.NoContent(http.StatusNoContent)
 		}
-		httperr.Write(c.Response(), http.StatusMethodNotAllowed, "method_not_allowed",
+		httperr.Write(c.Response(), http.StatusMethodNotAllowed, httperr.CodeMethodNotAllowed,
 			c.Request().Method+" "+path+" is not allowed; use "+allow, 0)
 		return nil
 	}
@@ -239,7 +243,7 @@ func (s *Server) recoverJSON(next echo.HandlerFunc) echo.HandlerFunc {
 			if c.Response().Committed {
 				panic(http.ErrAbortHandler)
 			}
-			httperr.Write(c.Response(), http.StatusInternalServerError, "internal_error", "internal error", 0)
+			httperr.Write(c.Response(), http.StatusInternalServerError, httperr.CodeInternal, "internal error", 0)
 			err = nil
 		}()
 		return next(c)
@@ -252,17 +256,17 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
 	}
-	status, code, msg := http.StatusInternalServerError, "internal_error", "internal error"
+	status, code, msg := http.StatusInternalServerError, httperr.CodeInternal, "internal error"
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
 		status = he.Code
 		switch status {
 		case http.StatusNotFound:
-			code, msg = "not_found", "no such route; kproxy forwards only /trade-api/v2/*"
+			code, msg = httperr.CodeNotFound, "no such route; kproxy forwards only /trade-api/v2/*"
 		case http.StatusMethodNotAllowed:
-			code, msg = "method_not_allowed", "method not allowed"
+			code, msg = httperr.CodeMethodNotAllowed, "method not allowed"
 		default:
-			code, msg = "error", fmt.Sprint(he.Message)
+			code, msg = httperr.CodeError, fmt.Sprint(he.Message)
 		}
 	} else {
 		s.log.Error("handler error", "path", c.Request().URL.Path, "err", err)
@@ -318,18 +322,4 @@ func (s *Server) handleReady(c echo.Context) error {
 func (s *Server) Shutdown(ctx context.Context, hs *http.Server) error {
 	s.SetDraining()
 	return hs.Shutdown(ctx)
-}
-
-var codeLabels = func() (t [600]string) {
-	for i := range t {
-		t[i] = strconv.Itoa(i)
-	}
-	return t
-}()
-
-func codeLabel(status int) string {
-	if status >= 0 && status < len(codeLabels) {
-		return codeLabels[status]
-	}
-	return strconv.Itoa(status)
 }

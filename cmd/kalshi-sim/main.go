@@ -4,6 +4,7 @@
 // Usage:
 //
 //	kalshi-sim [-listen 127.0.0.1:9090] [-latency 0s] [-series TICKER:N]... [-public-key FILE]
+//	           [-historical-cutoff 2026-01-01T00:00:00Z]
 //	           [-ws-tick 0s] [-ws-tick-markets 5] [-ws-heartbeat 10s] [-v]
 //
 // It logs "kalshi-sim listening on http://ADDR/trade-api/v2" once it is ready;
@@ -16,8 +17,19 @@
 // by a random step, changes the REST data to match and pushes a ticker
 // message, so a kproxy with live.enabled shows detail=pushed offline. The data
 // universe is kalshitest's default one (KXEARNINGSMENTION* series,
-// KXFEDDECISION, KXBIGSERIES with 450 markets), plus one synthetic series
-// per -series flag. On SIGINT or SIGTERM it stops accepting connections,
+// KXFEDDECISION, KXBIGSERIES with 450 markets, KXCPIYOY with settled and
+// finalized markets), plus one synthetic series per -series flag.
+//
+// Routes (all GET under /trade-api/v2; see package kalshitest): /markets,
+// /markets/{ticker}, /markets/{ticker}/orderbook, /markets/trades,
+// /markets/candlesticks, /events, /events/{event_ticker}, /series,
+// /series/{series_ticker}, /series/{series_ticker}/markets/{ticker}/candlesticks,
+// /series/{series_ticker}/events/{event_ticker}/candlesticks,
+// /historical/cutoff, /historical/markets, /historical/markets/{ticker},
+// /historical/markets/{ticker}/candlesticks, /historical/trades,
+// /exchange/status, /portfolio/balance, and POST /portfolio/orders and
+// /portfolio/events/orders. Trades and candlesticks follow the wall clock:
+// those after now do not exist yet. On SIGINT or SIGTERM it stops accepting connections,
 // lets in-flight requests finish (for up to 5 seconds) and exits 0.
 //
 // Flags:
@@ -30,6 +42,9 @@
 //	                   FILE: a PEM "PUBLIC KEY" (PKIX) or "RSA PUBLIC KEY" (PKCS#1); a PEM
 //	                   private key ("PRIVATE KEY" or "RSA PRIVATE KEY") is accepted too and
 //	                   its public half is used
+//	-historical-cutoff T  the live/historical boundary served by /historical/cutoff, RFC 3339
+//	                   (default 2026-01-01T00:00:00Z): markets settled and trades created
+//	                   before T are served only by /historical/*
 //	-ws-tick D         every D, random-walk the prices of subscribed markets and push them
 //	                   (default 0s: off)
 //	-ws-tick-markets N at most N markets move per tick (default 5)
@@ -106,6 +121,7 @@ type config struct {
 	series    []seriesArg
 	publicKey *rsa.PublicKey // nil: no signature verification
 	verbose   bool
+	cutoff    time.Time // the historical cutoff
 
 	wsTick        time.Duration // 0: prices do not move on their own
 	wsTickMarkets int
@@ -140,6 +156,15 @@ func parseFlags(args []string, output io.Writer) (config, error) {
 	})
 	fs.StringVar(&keyFile, "public-key", "", "verify request signatures with the PEM RSA key in `file`")
 	fs.BoolVar(&cfg.verbose, "v", false, "log every request")
+	cfg.cutoff = time.Unix(kalshitest.DefaultHistoricalCutoffUnix, 0).UTC()
+	fs.Func("historical-cutoff", "the live/historical boundary, an RFC 3339 `time` (default 2026-01-01T00:00:00Z)", func(v string) error {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return err
+		}
+		cfg.cutoff = t
+		return nil
+	})
 	fs.DurationVar(&cfg.wsTick, "ws-tick", 0, "every `duration`, random-walk the prices of subscribed markets and push ticker messages (0: off)")
 	fs.IntVar(&cfg.wsTickMarkets, "ws-tick-markets", 5, "at most `N` markets move per tick")
 	fs.DurationVar(&cfg.wsHeartbeat, "ws-heartbeat", kalshitest.DefaultWSHeartbeat, "ping WebSocket clients every `duration` (0: off)")
@@ -243,7 +268,7 @@ func loadPublicKey(path string) (*rsa.PublicKey, error) {
 // serve serves the fake on ln until ctx is done, then shuts down gracefully.
 // It returns nil after a shutdown caused by ctx.
 func serve(ctx context.Context, cfg config, ln net.Listener, logger *log.Logger) error {
-	fake := kalshitest.New()
+	fake := kalshitest.New(kalshitest.WithHistoricalCutoff(cfg.cutoff))
 	fake.SetLatency(cfg.latency)
 	for _, s := range cfg.series {
 		fake.AddSeries(s.ticker, s.n)

@@ -103,6 +103,9 @@ func TestParseFlags(t *testing.T) {
 				series: []seriesArg{{"KXA", 10}, {"KXB", 0}, {"KXC.1", 3}}},
 			wantKey: true,
 		},
+		{name: "historical cutoff", args: []string{"-historical-cutoff", "2026-05-01T00:00:00Z"},
+			want: config{listen: "127.0.0.1:9090", cutoff: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}},
+		{name: "bad historical cutoff", args: []string{"-historical-cutoff", "May 1"}, wantErr: true},
 		{name: "PKCS#1 public key", args: []string{"-public-key", keys["pkcs1"]}, want: config{listen: "127.0.0.1:9090"}, wantKey: true},
 		{name: "PKCS#8 private key", args: []string{"-public-key", keys["pkcs8"]}, want: config{listen: "127.0.0.1:9090"}, wantKey: true},
 		{name: "PKCS#1 private key", args: []string{"-public-key", keys["private"]}, want: config{listen: "127.0.0.1:9090"}, wantKey: true},
@@ -141,6 +144,13 @@ func TestParseFlags(t *testing.T) {
 				t.Error("publicKey differs from the key written to the file")
 			}
 			got.publicKey = nil
+			wantCutoff := tt.want.cutoff
+			if wantCutoff.IsZero() {
+				wantCutoff = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			}
+			if !got.cutoff.Equal(wantCutoff) {
+				t.Errorf("cutoff = %v, want %v", got.cutoff, wantCutoff)
+			}
 			if got.listen != tt.want.listen || got.latency != tt.want.latency || got.verbose != tt.want.verbose ||
 				!slices.Equal(got.series, tt.want.series) {
 				t.Errorf("parseFlags(%q) = %+v, want %+v", tt.args, got, tt.want)
@@ -181,6 +191,9 @@ func TestServe(t *testing.T) {
 		{"added series", "/series/KXSIM", nil, 200},
 		{"added markets", "/markets/KXSIM-26JUN30-M007", nil, 200},
 		{"default universe", "/events/KXEARNINGSMENTIONMETA-26JUN30?with_nested_markets=true", nil, 200},
+		{"historical market before the default cutoff", "/historical/markets/KXCPIYOY-25SEP-T2.6", nil, 200},
+		{"trades", "/markets/trades?ticker=KXFEDDECISION-26JUN30-H0&limit=1000", nil, 200},
+		{"candlesticks", "/series/KXFEDDECISION/markets/KXFEDDECISION-26JUN30-H0/candlesticks?start_ts=1780000000&end_ts=1780036000&period_interval=60", nil, 200},
 		{"signature required", "/portfolio/balance", nil, 401},
 		{"signature verified", "/portfolio/balance", http.Header{
 			"Kalshi-Access-Key": {"k"}, "Kalshi-Access-Timestamp": {"1700000000000"}, "Kalshi-Access-Signature": {sig},

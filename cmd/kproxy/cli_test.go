@@ -7,11 +7,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kproxytest"
@@ -96,11 +99,13 @@ func TestCheckConfigFailsExactlyWhenStartupFails(t *testing.T) {
 		{"missing key file", []string{"-listen", "127.0.0.1:0"}, map[string]string{"KPROXY_UPSTREAM_API_KEY_ID": "k", "KPROXY_UPSTREAM_PRIVATE_KEY_FILE": "/nonexistent/key.pem"}, `KPROXY_UPSTREAM_PRIVATE_KEY_FILE (upstream.private_key_file): "/nonexistent/key.pem"`},
 		{"unparsable key file", []string{"-listen", "127.0.0.1:0"}, map[string]string{"KPROXY_UPSTREAM_API_KEY_ID": "k", "KPROXY_UPSTREAM_PRIVATE_KEY_FILE": badKey}, "no PEM block"},
 		{"bad value from the environment", []string{"-listen", "127.0.0.1:0"}, map[string]string{"KPROXY_UPSTREAM_TIMEOUT": "abc"}, `config: KPROXY_UPSTREAM_TIMEOUT (upstream.timeout): "abc": not a duration`},
-		{"unknown variable", []string{"-listen", "127.0.0.1:0"}, map[string]string{"KPROXY_CACHE_MAXBYTES": "1MiB"}, "KPROXY_CACHE_MAXBYTES: unknown variable"},
+		{"unknown variable", []string{"-listen", "127.0.0.1:0"}, map[string]string{"KPROXY_CACHE_MAXBYTES": "1MiB"}, "config: unknown variable KPROXY_CACHE_MAXBYTES (did you mean KPROXY_CACHE_MAX_BYTES?)"},
+		{"unknown key in the file", []string{"-listen", "127.0.0.1:0", "-config", "typo.yaml"}, nil, "config: unknown key cache.max_byte (did you mean cache.max_bytes?)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Chdir(t.TempDir())
+			os.WriteFile("typo.yaml", []byte("cache: {max_byte: 1MiB}\n"), 0o600)
 			for k, v := range tt.env {
 				t.Setenv(k, v)
 			}
@@ -225,5 +230,57 @@ func TestSIGTERMDrainsForDrainDelayThenExitsZero(t *testing.T) {
 	}
 	if code, _ := get("/healthz"); code != 0 {
 		t.Errorf("still serving after exit: %d", code)
+	}
+}
+
+// TestCheckConfigOutputLoadsBackWithItsSources: check-config marks each
+// value with where it came from, and its output, used as the only config
+// file with no flags or variables, gives the same effective configuration.
+func TestCheckConfigOutputLoadsBackWithItsSources(t *testing.T) {
+	t.Chdir(t.TempDir())
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	os.WriteFile("config.yaml", []byte("batch: {max_items: 9}\nadmin: {token: s3cret}\n"), 0o600)
+	t.Setenv("KPROXY_UPSTREAM_TIMEOUT", "1500ms")
+	t.Setenv("KPROXY_UPSTREAM_OFFLINE", "true")
+	code, out, errOut := runCLI(t, "check-config", "-listen", "127.0.0.1:0", "-upstream", "http://127.0.0.1:9")
+	if code != 0 {
+		t.Fatalf("check-config: exit %d, stderr %q", code, errOut)
+	}
+	for _, want := range []string{
+		"listen: 127.0.0.1:0 # from flag -listen",
+		"url: http://127.0.0.1:9 # from flag -upstream",
+		"timeout: 1.5s # from KPROXY_UPSTREAM_TIMEOUT",
+		"offline: true # from KPROXY_UPSTREAM_OFFLINE",
+		"max_items: 9 # from file",
+		"token: (redacted) # from file",
+		"max_pages: 50 # default",
+		"ws_url: ws://127.0.0.1:9/trade-api/ws/v2 # derived from upstream.url",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check-config output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "s3cret") {
+		t.Errorf("check-config shows the admin token")
+	}
+	t.Setenv("KPROXY_UPSTREAM_TIMEOUT", "")
+	t.Setenv("KPROXY_UPSTREAM_OFFLINE", "")
+	os.WriteFile("effective.yaml", []byte(out), 0o600)
+	code, again, errOut := runCLI(t, "check-config", "-config", "effective.yaml")
+	if code != 0 {
+		t.Fatalf("check-config of its own output: exit %d, stderr %q\n%s", code, errOut, out)
+	}
+	var first, second map[string]any
+	if err := yaml.Unmarshal([]byte(out), &first); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal([]byte(again), &second); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(first, second) {
+		t.Errorf("read back, the effective configuration changed:\nfirst  %s\nsecond %s", out, again)
+	}
+	if !strings.Contains(again, "timeout: 1.5s # from file") {
+		t.Errorf("read back, upstream.timeout is not marked as from the file:\n%s", again)
 	}
 }

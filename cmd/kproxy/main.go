@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -70,6 +71,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer k.app.Close()
+	// The log package's default logger is written to by libraries
+	// kproxy uses: net/http (the Transport's "Unsolicited response
+	// received on idle HTTP channel", http2's "header list too large") and
+	// coder/websocket (a bad origin pattern). Through kproxy's logger those
+	// lines have log.format like every other (CONTRACT.md, Logs).
+	slog.SetDefault(k.app.Logger)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// A soft memory limit sized from the cache bound: the garbage
 		// collector works harder before the process outgrows what the
@@ -77,7 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		debug.SetMemoryLimit(app.MemoryLimit(k.app.Config))
 	}
 	if err := k.app.Serve(ctx, k.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		fmt.Fprintln(stderr, "kproxy:", err)
+		k.app.Logger.Error("serving failed", "err", err)
 		return 1
 	}
 	return 0
@@ -250,7 +257,8 @@ var envNotes = map[string]string{
 	"upstream.read_rate":                    "unset: the tier's (basic 20 a second)",
 	"upstream.write_rate":                   "unset: the tier's (basic 10 a second)",
 	"upstream.ws_url":                       `"": derived from upstream.url`,
-	"cache.defaults.stale_while_revalidate": "unset: each route's ttl",
+	"cache.defaults.stale_while_revalidate": "unset: 1s on routes whose data moves with trading, else the route's ttl",
+	"cache.disk.path":                       `the user cache directory + /kproxy (~/.cache/kproxy); "off" = no disk tier`,
 	"cache.defaults.stale_if_error":         "unset: 10m",
 	"admin.token":                           `"": admin routes off (404)`,
 	"redis.url":                             `"": no shared tier`,
@@ -268,8 +276,10 @@ Usage:
 It reads the same flags, KPROXY_* variables and file as kproxy itself, then does everything
 startup does short of serving: checks every value, loads upstream.private_key_file, builds
 the proxy, and opens and closes the listen address. Exit 0 when kproxy would start, with the
-effective configuration on stdout (the rate limits of your tier and every route's ttl and
-stale windows, after cache.defaults and cache.overrides, written out); exit 1 with the first
+effective configuration on stdout (the rate limits of your tier, the WebSocket URL, and every
+route's ttl and stale windows, after cache.defaults and cache.overrides, written out), each
+value with a comment saying where it came from (# from flag -listen, # from KPROXY_..., # from
+file, # default); the output is itself a config file kproxy reads back. Exit 1 with the first
 error otherwise, e.g.
   kproxy: config: KPROXY_UPSTREAM_TIMEOUT (upstream.timeout): "abc": not a duration ...
 Because it opens the listen address, it fails while another process (a running kproxy) holds
@@ -301,7 +311,7 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 	if file == "" {
 		file = "(built-in defaults)"
 	}
-	fmt.Fprintf(stdout, "# effective configuration (file: %s); kproxy would start with it\n%s", file, k.loaded.Config.YAML())
+	fmt.Fprintf(stdout, "# effective configuration (file: %s); kproxy would start with it\n%s", file, k.loaded.YAML())
 	return 0
 }
 

@@ -179,8 +179,8 @@ func (a *App) newMetrics() error {
 	}
 	// The store is built next; nothing scrapes before New returns.
 	a.Metrics = metrics.New(func() (int, int64) { st := a.Store.Stats(); return st.Items, st.Bytes })
-	a.Metrics.UpstreamBudget.WithLabelValues("read").Set(a.read)
-	a.Metrics.UpstreamBudget.WithLabelValues("write").Set(a.write)
+	a.Metrics.SetBudget("read", a.read)
+	a.Metrics.SetBudget("write", a.write)
 	return nil
 }
 
@@ -189,11 +189,7 @@ func (a *App) newStore() error {
 	var err error
 	a.Store, err = cache.NewMemory(cache.Config{
 		MaxBytes: int64(a.Config.Cache.MaxBytes),
-		OnEvict: func() {
-			if m != nil {
-				m.CacheEvictions.Inc()
-			}
-		},
+		OnEvict:  func() { m.Evicted() },
 	})
 	if err != nil {
 		return err
@@ -215,9 +211,7 @@ func (a *App) newBreaker() error {
 		HalfOpenRequests:    cfg.Breaker.HalfOpenRequests,
 		OnStateChange: func(from, to breaker.State) {
 			a.Logger.Warn("upstream circuit breaker changed state", "from", from.String(), "to", to.String())
-			if m != nil {
-				m.BreakerState.Set(float64(to))
-			}
+			m.SetBreaker(int(to))
 			// Built later (newStatus); the breaker only changes state
 			// once requests flow, after New.
 			if a.Status != nil {
@@ -291,6 +285,7 @@ func (a *App) newUpstream() error {
 		MaxWait:      time.Duration(cfg.Upstream.MaxWait),
 		Breaker:      a.Breaker,
 		Signer:       a.signer,
+		Tier:         cfg.Upstream.Tier,
 		Metrics:      a.Metrics,
 		Transport:    a.opts.Transport,
 		RetryBase:    a.opts.RetryBase,

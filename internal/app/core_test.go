@@ -278,10 +278,12 @@ func TestNegativeTTLStoresNotFound(t *testing.T) {
 
 func TestNonAPIPathsAreNeverForwarded(t *testing.T) {
 	h := newHarness(t, nil)
-	for _, path := range []string{"/", "/foo", "/trade-api/v1/markets", "/trade-api/v2", "/admin/cache", "/trade-api/ws/v2"} {
+	for _, path := range []string{"/", "/foo", "/trade-api/v1/markets", "/trade-api/v2", "/trade-api/ws/v2"} {
 		resp, body := h.get(path)
 		wantJSONError(t, resp, body, http.StatusNotFound, "not_found")
 	}
+	resp, body := h.get("/admin/cache") // no admin token: the admin API is off
+	wantJSONError(t, resp, body, http.StatusNotFound, "admin_off")
 	bad := []string{
 		"/trade-api/v2/../admin",
 		"/trade-api/v2/markets/..",
@@ -522,7 +524,7 @@ func TestAdminPurge(t *testing.T) {
 
 	noToken := newHarness(t, nil)
 	resp, body = noToken.do(http.MethodDelete, "/admin/cache", nil, "Authorization", "Bearer ")
-	wantJSONError(t, resp, body, http.StatusNotFound, "not_found")
+	wantJSONError(t, resp, body, http.StatusNotFound, "admin_off")
 }
 
 func TestAutoBatchingMergesSingleMarketMisses(t *testing.T) {

@@ -9,6 +9,10 @@
 // (L1 and the upstream serve, with local coalescing and a local share of the
 // rate budget) until the probe, run every HealthInterval, succeeds again.
 //
+// go-redis logs through one logger for the whole process; a Cluster
+// routes those lines to its Config.Logger while it is open (redislog.go),
+// so that a replica's every line has its log format.
+//
 // Keys (all under Config.Prefix; the format version is part of every key so
 // that an upgrade reads old entries as misses, never misreads them):
 //
@@ -27,9 +31,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +39,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/kproxy/kproxy/cache"
+	"github.com/kproxy/kproxy/internal/logging"
 )
 
 // Config configures a Cluster.
@@ -69,14 +71,24 @@ type Config struct {
 	// OnState, if set, is called once per change of Redis's state (and
 	// once at start) with true when it answers; it must not block.
 	OnState func(up bool)
-	// Logger may be nil.
+	// Logger receives the Cluster's own lines and go-redis's (see
+	// redislog.go); nil discards them.
 	Logger *slog.Logger
-	// Now is the clock for entry freshness; nil means time.Now.
+	// Now is this replica's clock: what counts as fresh or still retained
+	// when an entry is read from L2 or claimed, and the repeat window of
+	// go-redis's log lines. nil means time.Now. The shared budget runs on
+	// Redis's own clock (TIME in the script), never this one.
 	Now func() time.Time
 }
 
 // Cluster is one replica's link to the others. It is safe for concurrent
 // use; Close releases it.
+//
+// Its work is split by concern, one file each: health.go (the breaker and
+// the heartbeat that probes Redis), pubsub.go (the subscription to fill and
+// purge messages), purge.go (the purge epoch that fences L1 and L2),
+// waiters.go (local waiters for another replica's fetch), coalesce.go
+// (claims), store.go (the two-tier store), limiter.go (the shared budget).
 type Cluster struct {
 	rdb      *redis.Client
 	prefix   string
@@ -93,8 +105,9 @@ type Cluster struct {
 
 	keyEpoch, keyHB, chFill, chPurge string
 
-	// up is the breaker: while false no request-path call goes to Redis.
-	// smu serializes its changes (known: a state was reported).
+	// Breaker (health.go). up is read without a lock on every request:
+	// while false no request-path call goes to Redis. smu serializes the
+	// changes of up and guards known (a state was reported).
 	up    atomic.Bool
 	smu   sync.Mutex
 	known bool
@@ -104,9 +117,10 @@ type Cluster struct {
 	// purge or flush.
 	epoch atomic.Uint64
 
-	// mu guards seen and lagging: seen is the Redis purge epoch this
-	// replica's L1 is consistent with (-1: never synced); lagging records a
-	// heartbeat that saw a later one without the purge message arriving.
+	// Purge epoch (purge.go). mu guards seen and lagging: seen is the
+	// Redis purge epoch this replica's L1 is consistent with (-1: never
+	// synced); lagging records a heartbeat that saw a later one without
+	// the purge message arriving.
 	mu      sync.Mutex
 	seen    int64
 	lagging bool
@@ -115,21 +129,37 @@ type Cluster struct {
 
 	lookups singleflight.Group
 
+	// Waiters (waiters.go). wmu guards waiters: per key, the channels of
+	// this replica's Acquire calls waiting for another replica's fill.
 	wmu     sync.Mutex
 	waiters map[string]map[chan string]struct{}
 
+	// Budgets (limiter.go). lmu guards limiters, the shared budgets whose
+	// local fallback rate follows the number of replicas alive.
 	lmu      sync.Mutex
 	limiters []*limiter
 
-	cancel context.CancelFunc
-	done   sync.WaitGroup
-	psMu   sync.Mutex
-	ps     *redis.PubSub // the current subscription, closed by Close to unblock listen
+	// Lifecycle (cluster.go). quit is closed by Close. lifeMu guards
+	// closed and every done.Add, so that no goroutine starts once Close
+	// waits on done: the health loop, the listener and every claim's lease
+	// renewal run under done. psMu guards ps, the current subscription,
+	// which Close closes to unblock listen.
+	cancel    context.CancelFunc
+	quit      <-chan struct{}
+	lifeMu    sync.Mutex
+	closed    bool
+	done      sync.WaitGroup
+	closeOnce sync.Once
+	psMu      sync.Mutex
+	ps        *redis.PubSub
+
+	redisLog *logging.Printf // go-redis's lines, while this Cluster is open
 }
 
 // New connects to Redis (without failing when it is down: the Cluster then
 // starts in the down state and reconnects by itself) and starts the health
-// probe, heartbeat and pub/sub listener.
+// probe, heartbeat and pub/sub listener. It routes go-redis's log lines to
+// cfg.Logger until Close (redislog.go).
 func New(cfg Config) (*Cluster, error) {
 	if cfg.L1 == nil {
 		return nil, errors.New("cluster: L1 store required")
@@ -186,13 +216,17 @@ func New(cfg Config) (*Cluster, error) {
 	opt.DialerRetries = 1
 	opt.DisableIdentity = true
 	opt.Protocol = 2
+	c.redisLog = logging.NewPrintf(logging.PrintfConfig{
+		Logger: c.log.With("component", "redis"), Level: slog.LevelWarn, Now: c.now, Prefix: "redis: ",
+	})
+	redisLogs.push(c.redisLog)
 	c.rdb = redis.NewClient(opt)
 	v := versionLabel + ":"
 	c.keyEpoch, c.keyHB = c.prefix+v+"epoch", c.prefix+v+"hb"
 	c.chFill, c.chPurge = c.prefix+v+"fill", c.prefix+v+"purge"
 
 	ctx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
+	c.cancel, c.quit = cancel, ctx.Done()
 	// A first probe now, so that a replica starting beside a healthy Redis
 	// is up (and synced to the purge epoch) before it serves.
 	if c.beat(ctx, false) == nil {
@@ -201,9 +235,8 @@ func New(cfg Config) (*Cluster, error) {
 		c.setState(false, errors.New("not reachable at start"))
 	}
 	subscribed := make(chan struct{})
-	c.done.Add(2)
-	go c.healthLoop(ctx)
-	go c.listen(ctx, subscribed)
+	c.spawn(func() { c.healthLoop(ctx) })
+	c.spawn(func() { c.listen(ctx, subscribed) })
 	if c.up.Load() {
 		select {
 		case <-subscribed:
@@ -213,22 +246,47 @@ func New(cfg Config) (*Cluster, error) {
 	return c, nil
 }
 
-// Close stops the background work, removes this replica's heartbeat and
-// closes the connections.
+// Close stops every goroutine the Cluster started (the health loop, the
+// pub/sub listener, the lease renewal of claims still held) and waits for
+// them, removes this replica's heartbeat, closes the connections and stops
+// routing go-redis's log lines to Config.Logger. Claims still held after
+// Close end at Done, which then fails quietly; Lookup, Acquire and the
+// Store keep answering, as with Redis down. Calling Close again, or
+// concurrently, does nothing more (every call returns once the first is
+// done). go-redis's own dial prober may outlive Close by up to a second
+// (it checks for a closed pool between its one-second sleeps).
 func (c *Cluster) Close() {
-	c.cancel()
-	c.psMu.Lock()
-	if c.ps != nil {
-		c.ps.Close()
+	c.closeOnce.Do(func() {
+		c.lifeMu.Lock()
+		c.closed = true
+		c.lifeMu.Unlock()
+		c.cancel()
+		c.psMu.Lock()
+		if c.ps != nil {
+			c.ps.Close()
+		}
+		c.psMu.Unlock()
+		c.done.Wait()
+		if c.up.Load() {
+			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+			heartbeatScript.Run(ctx, c.rdb, []string{c.keyHB, c.keyEpoch}, c.id, c.hbWindow().Milliseconds(), "1")
+			cancel()
+		}
+		c.rdb.Close()
+		redisLogs.remove(c.redisLog)
+	})
+}
+
+// spawn runs f in a goroutine Close waits for; once Close has begun it
+// runs nothing and reports false.
+func (c *Cluster) spawn(f func()) bool {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.closed {
+		return false
 	}
-	c.psMu.Unlock()
-	c.done.Wait()
-	if c.up.Load() {
-		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-		heartbeatScript.Run(ctx, c.rdb, []string{c.keyHB, c.keyEpoch}, c.id, c.hbWindow().Milliseconds(), "1")
-		cancel()
-	}
-	c.rdb.Close()
+	c.done.Go(f)
+	return true
 }
 
 // Up reports whether Redis answers (the breaker is closed).
@@ -258,300 +316,12 @@ func (c *Cluster) call() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), c.timeout)
 }
 
-// report feeds one request-path call's outcome to the breaker: five
-// consecutive failures mark Redis down until the health probe succeeds.
-func (c *Cluster) report(err error) {
-	if err == nil || errors.Is(err, redis.Nil) {
-		c.fails.Store(0)
-		return
-	}
-	if c.fails.Add(1) >= 5 {
-		c.setState(false, err)
-	}
-}
-
-// setState opens (up false) or closes the breaker; only a change is logged
-// and reported, once.
-func (c *Cluster) setState(up bool, err error) {
-	c.smu.Lock()
-	defer c.smu.Unlock()
-	if c.known && c.up.Load() == up {
-		return
-	}
-	c.known = true
-	c.up.Store(up)
-	if up {
-		c.fails.Store(0)
-		c.log.Info("redis up", "replicas", c.alive.Load())
-	} else {
-		c.log.Warn("redis down: serving from the local cache and the upstream with a local share of the rate budget", "err", errString(err))
-	}
-	c.updateRates()
-	if c.onState != nil {
-		c.onState(up)
-	}
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
-func (c *Cluster) hbWindow() time.Duration { return 3 * c.interval }
-
-// beat sends one heartbeat (the health probe) and syncs the purge epoch.
-func (c *Cluster) beat(ctx context.Context, reconnect bool) error {
-	cctx, cancel := context.WithTimeout(ctx, c.timeout)
+// get reads the value at key, reporting the outcome to the breaker
+// (redis.Nil when there is none).
+func (c *Cluster) get(key string) ([]byte, error) {
+	ctx, cancel := c.call()
 	defer cancel()
-	res, err := heartbeatScript.Run(cctx, c.rdb, []string{c.keyHB, c.keyEpoch}, c.id, c.hbWindow().Milliseconds(), "0").Int64Slice()
-	if err != nil {
-		return err
-	}
-	if len(res) != 2 {
-		return errors.New("cluster: unexpected heartbeat reply")
-	}
-	if n := max(res[0], 1); c.alive.Swap(n) != n {
-		c.updateRates()
-	}
-	c.syncEpoch(res[1], reconnect)
-	return nil
-}
-
-// syncEpoch compares Redis's purge epoch with the one L1 follows. After a
-// reconnect any difference means purges were missed: L1 is dropped whole.
-// Otherwise a difference seen by two heartbeats in a row (a lost message)
-// does the same.
-func (c *Cluster) syncEpoch(redisEpoch int64, reconnect bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case c.seen < 0 && c.l1.Stats().Items == 0:
-		c.seen = redisEpoch
-	case redisEpoch == c.seen:
-		c.lagging = false
-	case redisEpoch > c.seen || c.seen < 0 || reconnect:
-		if c.lagging || reconnect || c.seen < 0 {
-			c.flushLocked("purges missed while disconnected")
-			c.seen, c.lagging = redisEpoch, false
-		} else {
-			c.lagging = true
-		}
-	default:
-		// Redis's epoch went back (Redis restarted empty): nothing in
-		// Redis predates it, and L1 may hold what it lost.
-		c.flushLocked("redis restarted")
-		c.seen, c.lagging = redisEpoch, false
-	}
-}
-
-func (c *Cluster) flushLocked(why string) {
-	c.epoch.Add(1)
-	n := c.l1.Purge("")
-	c.epoch.Add(1)
-	c.log.Info("local cache dropped", "reason", why, "entries", n)
-}
-
-// healthLoop probes Redis every interval: two failures mark it down, one
-// success marks it up.
-func (c *Cluster) healthLoop(ctx context.Context) {
-	defer c.done.Done()
-	t := time.NewTicker(c.interval)
-	defer t.Stop()
-	failed := 0
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		wasUp := c.up.Load()
-		err := c.beat(ctx, !wasUp)
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			failed++
-			if failed >= 2 || !wasUp {
-				c.setState(false, err)
-			}
-			continue
-		}
-		failed = 0
-		if !wasUp {
-			c.setState(true, nil)
-			c.wakeAll()
-		}
-	}
-}
-
-// listen keeps one subscription to the fill and purge channels and
-// dispatches their messages. After every (re)subscription it re-syncs the
-// purge epoch and wakes every waiter, since messages may have been lost.
-func (c *Cluster) listen(ctx context.Context, subscribed chan struct{}) {
-	defer c.done.Done()
-	first := true
-	for ctx.Err() == nil {
-		if !c.up.Load() {
-			if !sleep(ctx, c.interval/4) {
-				return
-			}
-			continue
-		}
-		ps := c.rdb.Subscribe(ctx)
-		c.psMu.Lock()
-		if ctx.Err() != nil {
-			c.psMu.Unlock()
-			ps.Close()
-			return
-		}
-		c.ps = ps
-		c.psMu.Unlock()
-		if err := ps.Subscribe(ctx, c.chFill, c.chPurge); err != nil {
-			ps.Close()
-			if !sleep(ctx, c.interval/4) {
-				return
-			}
-			continue
-		}
-		pinged := false
-		for ctx.Err() == nil {
-			msg, err := ps.ReceiveTimeout(ctx, c.interval)
-			if err != nil {
-				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() && !pinged {
-					pctx, cancel := context.WithTimeout(ctx, c.timeout)
-					perr := ps.Ping(pctx)
-					cancel()
-					if perr == nil {
-						pinged = true
-						continue
-					}
-				}
-				break
-			}
-			pinged = false
-			switch m := msg.(type) {
-			case *redis.Subscription:
-				if m.Kind == "subscribe" && m.Channel == c.chPurge {
-					if !first {
-						cctx, cancel := context.WithTimeout(ctx, c.timeout)
-						if e, err := c.rdb.Get(cctx, c.keyEpoch).Int64(); err == nil || errors.Is(err, redis.Nil) {
-							c.syncEpoch(e, true)
-						}
-						cancel()
-						c.wakeAll()
-					}
-					if first {
-						first = false
-						close(subscribed)
-					}
-				}
-			case *redis.Message:
-				c.dispatch(m.Channel, m.Payload)
-			}
-		}
-		ps.Close()
-		if !sleep(ctx, c.interval/4) {
-			return
-		}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
-func (c *Cluster) dispatch(channel, payload string) {
-	switch channel {
-	case c.chPurge:
-		// <epoch>|<p prefix | k key>
-		es, rest, ok := strings.Cut(payload, "|")
-		e, err := strconv.ParseInt(es, 10, 64)
-		if !ok || err != nil || rest == "" {
-			return
-		}
-		c.applyPurge(e, rest[0], rest[1:])
-	case c.chFill:
-		// <kind><16 hex token><key>
-		if len(payload) < 17 {
-			return
-		}
-		c.notify(payload[17:], payload[:17])
-	}
-}
-
-// applyPurge applies a purge announced with Redis epoch e to L1.
-func (c *Cluster) applyPurge(e int64, kind byte, arg string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.seen >= 0 && e > c.seen+1 {
-		c.flushLocked("purge messages missed")
-		c.seen = e
-		return
-	}
-	c.epoch.Add(1)
-	if kind == 'k' {
-		c.l1.Delete(arg)
-	} else {
-		c.l1.Purge(arg)
-	}
-	c.epoch.Add(1)
-	if e > c.seen {
-		c.seen = e
-	}
-}
-
-// watch registers a waiter for fill messages of key; stop unregisters.
-func (c *Cluster) watch(key string) (ch chan string, stop func()) {
-	ch = make(chan string, 4)
-	c.wmu.Lock()
-	set := c.waiters[key]
-	if set == nil {
-		set = map[chan string]struct{}{}
-		c.waiters[key] = set
-	}
-	set[ch] = struct{}{}
-	c.wmu.Unlock()
-	return ch, func() {
-		c.wmu.Lock()
-		delete(set, ch)
-		if len(set) == 0 && c.waiters[key] != nil && len(c.waiters[key]) == 0 {
-			delete(c.waiters, key)
-		}
-		c.wmu.Unlock()
-	}
-}
-
-func (c *Cluster) notify(key, msg string) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	for ch := range c.waiters[key] {
-		select {
-		case ch <- msg:
-		default:
-		}
-	}
-}
-
-// wakeAll makes every waiter re-check its claim (after a reconnect).
-func (c *Cluster) wakeAll() {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	for _, set := range c.waiters {
-		for ch := range set {
-			select {
-			case ch <- "":
-			default:
-			}
-		}
-	}
+	b, err := c.rdb.Get(ctx, key).Bytes()
+	c.report(err)
+	return b, err
 }

@@ -5,10 +5,12 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/kproxy/kproxy/cache"
 	"github.com/kproxy/kproxy/internal/fetch"
@@ -192,16 +194,15 @@ func TestUpstream429SlowsEveryReplica(t *testing.T) {
 
 func TestRedisDownFallsBackToAShareOfTheBudget(t *testing.T) {
 	mr := miniredis.RunT(t)
-	cs := []*Cluster{newCluster(t, mr, nil), newCluster(t, mr, nil), newCluster(t, mr, nil)}
-	c := cs[0]
+	c, states := newWatchedCluster(t, mr)
+	newCluster(t, mr, nil)
+	newCluster(t, mr, nil)
 	lim := c.Limiter("read", 30)
 	if _, ok := waitFor(2*time.Second, func() bool { return c.Alive() == 3 }); !ok {
 		t.Fatalf("alive = %d, want 3 from heartbeats", c.Alive())
 	}
 	mr.Close()
-	if _, ok := waitFor(2*time.Second, func() bool { return !c.Up() }); !ok {
-		t.Fatal("still up after Redis closed")
-	}
+	waitDown(t, states)
 	// 30/s over 3 replicas: a local bucket of 10.
 	granted := 0
 	for range 20 {
@@ -211,6 +212,56 @@ func TestRedisDownFallsBackToAShareOfTheBudget(t *testing.T) {
 	}
 	if granted < 10 || granted > 11 {
 		t.Errorf("with Redis down one of 3 replicas got %d immediate tokens of a 30/s budget, want 10", granted)
+	}
+}
+
+// newWatchedCluster is newCluster with the changes of Redis's state on a
+// channel (OnState).
+func newWatchedCluster(t testing.TB, mr *miniredis.Miniredis) (*Cluster, <-chan bool) {
+	states := make(chan bool, 16)
+	c := newCluster(t, mr, func(cfg *Config) {
+		cfg.OnState = func(up bool) {
+			select {
+			case states <- up:
+			default:
+			}
+		}
+	})
+	return c, states
+}
+
+// waitDown waits until the Cluster reports Redis down.
+func waitDown(t testing.TB, states <-chan bool) {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case up := <-states:
+			if !up {
+				return
+			}
+		case <-timeout:
+			t.Fatal("still up 5s after Redis closed")
+		}
+	}
+}
+
+// commands counts the commands a Redis client sends (a go-redis hook).
+type commands struct{ n atomic.Int64 }
+
+func (h *commands) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *commands) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *commands) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(int64(len(cmds)))
+		return next(ctx, cmds)
 	}
 }
 
@@ -291,7 +342,9 @@ func TestWaiterOutcomes(t *testing.T) {
 				t.Fatal("no claim")
 			}
 			got := acquire(b, "k", 5*time.Second)
-			waitFor(2*time.Second, func() bool { return waiting(b, "k") })
+			if _, ok := waitFor(2*time.Second, func() bool { return waiting(b, "k") }); !ok {
+				t.Fatal("no waiter")
+			}
 			turn.Claim.Done(tt.o)
 			select {
 			case w := <-got:
@@ -315,7 +368,9 @@ func TestExpiredClaimIsTakenOver(t *testing.T) {
 	mr.Set("kproxy:v1:l:k", "dead")
 	mr.SetTTL("kproxy:v1:l:k", 3*time.Second)
 	got := acquire(b, "k", 5*time.Second)
-	waitFor(2*time.Second, func() bool { return waiting(b, "k") })
+	if _, ok := waitFor(2*time.Second, func() bool { return waiting(b, "k") }); !ok {
+		t.Fatal("no waiter")
+	}
 	select {
 	case w := <-got:
 		t.Fatalf("took over a live lease: %+v", w)
@@ -379,22 +434,49 @@ func TestReconnectAfterMissedPurgeDropsL1(t *testing.T) {
 
 func TestLookupFillsNothingWhenRedisIsDown(t *testing.T) {
 	mr := miniredis.RunT(t)
-	c := newCluster(t, mr, nil)
+	c, states := newWatchedCluster(t, mr)
 	c.Store().Set(entry("/k", []byte("v"), time.Now()), time.Minute)
 	c.l1.Purge("")
 	if _, ok := c.Store().Get("/k"); !ok {
 		t.Fatal("L2 entry not found")
 	}
 	mr.Close()
-	waitFor(2*time.Second, func() bool { return !c.Up() })
-	start := time.Now()
+	waitDown(t, states)
+	sent := &commands{}
+	c.Client().AddHook(sent)
 	if _, ok := c.Lookup(context.Background(), "/x"); ok {
 		t.Error("lookup found something with Redis down")
-	}
-	if d := time.Since(start); d > 10*time.Millisecond {
-		t.Errorf("lookup with the breaker open took %v, want no Redis call", d)
 	}
 	if turn := c.Acquire(context.Background(), "/x", true, time.Now()); turn.Claim != nil || turn.Entry != nil || turn.Err != nil {
 		t.Errorf("Acquire with Redis down: %+v, want a zero Turn (fetch locally)", turn)
 	}
+	if n := sent.n.Load(); n != 0 {
+		t.Errorf("Lookup and Acquire with the breaker open sent %d Redis commands, want 0", n)
+	}
+}
+
+func TestCloseStopsEveryGoroutineAndIsIdempotent(t *testing.T) {
+	mr := miniredis.RunT(t)
+	c := newCluster(t, mr, func(cfg *Config) { cfg.LeaseTTL, cfg.FetchTimeout = 30*time.Millisecond, time.Minute })
+	turn := c.Acquire(context.Background(), "/k", true, time.Now())
+	if turn.Claim == nil {
+		t.Fatalf("Acquire = %+v, want the claim", turn)
+	}
+	// The claim's lease renewal would run for the minute of FetchTimeout;
+	// Close stops it and waits for it, and a second Close returns at once.
+	closed := make(chan struct{})
+	go func() {
+		c.Close()
+		c.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return while a claim was held")
+	}
+	if c.spawn(func() {}) {
+		t.Error("a goroutine started after Close")
+	}
+	turn.Claim.Done(fetch.SharedOutcome{Private: true})
 }

@@ -140,10 +140,7 @@ func (c *Cluster) claimOver(key, token, ek, lk string) (fetch.Turn, bool, error)
 
 // outcome reads a claimed fetch's one-off answer or failure.
 func (c *Cluster) outcome(key, token string, kind byte) (fetch.Turn, bool) {
-	ctx, cancel := c.call()
-	defer cancel()
-	b, err := c.rdb.Get(ctx, c.key("o", token)).Bytes()
-	c.report(err)
+	b, err := c.get(c.key("o", token))
 	if err != nil {
 		return fetch.Turn{}, false
 	}
@@ -174,11 +171,12 @@ type claim struct {
 
 func (c *Cluster) newClaim(key, token, epoch string) *claim {
 	cl := &claim{c: c, key: key, token: token, epoch: epoch, stop: make(chan struct{})}
-	go cl.renew()
+	c.spawn(cl.renew)
 	return cl
 }
 
-// renew keeps the lease alive while the fetch runs, at most FetchTimeout.
+// renew keeps the lease alive while the fetch runs, at most FetchTimeout,
+// and not after Close.
 func (cl *claim) renew() {
 	c := cl.c
 	t := time.NewTicker(max(c.leaseTTL/3, 10*time.Millisecond))
@@ -188,6 +186,8 @@ func (cl *claim) renew() {
 	for {
 		select {
 		case <-cl.stop:
+			return
+		case <-c.quit:
 			return
 		case <-limit.C:
 			return

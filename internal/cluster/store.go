@@ -2,9 +2,6 @@ package cluster
 
 import (
 	"context"
-	"errors"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/kproxy/kproxy/cache"
@@ -17,10 +14,7 @@ func (c *Cluster) Lookup(_ context.Context, key string) (*cache.Entry, bool) {
 		return nil, false
 	}
 	v, _, _ := c.lookups.Do(key, func() (any, error) {
-		ctx, cancel := c.call()
-		defer cancel()
-		b, err := c.rdb.Get(ctx, c.key("e", key)).Bytes()
-		c.report(err)
+		b, err := c.get(c.key("e", key))
 		if err != nil {
 			return nil, nil
 		}
@@ -32,17 +26,10 @@ func (c *Cluster) Lookup(_ context.Context, key string) (*cache.Entry, bool) {
 		return e, nil
 	})
 	e, _ := v.(*cache.Entry)
-	if e == nil || !c.now().Before(retainedUntil(e)) {
+	if e == nil || !c.now().Before(e.RetainedUntil()) {
 		return nil, false
 	}
 	return e, true
-}
-
-func retainedUntil(e *cache.Entry) time.Time {
-	if e.ErrorUntil.After(e.RevalidateUntil) {
-		return e.ErrorUntil
-	}
-	return e.RevalidateUntil
 }
 
 // Store is the two-tier cache.Store: L1 (this replica's memory), then L2
@@ -66,7 +53,7 @@ func (s *Store) Get(key string) (*cache.Entry, bool) {
 	if !ok {
 		return nil, false
 	}
-	if left := retainedUntil(e).Sub(s.c.now()); left > 0 && s.c.Epoch() == epoch {
+	if left := e.RetainedUntil().Sub(s.c.now()); left > 0 && s.c.Epoch() == epoch {
 		s.c.l1.Set(e, left)
 	}
 	return e, true
@@ -90,9 +77,8 @@ func (s *Store) Set(e *cache.Entry, retention time.Duration) {
 // L1 is purged (and a warning logged): the others keep their copies until
 // those expire, so purge again once Redis is back.
 func (s *Store) Purge(prefix string) int {
-	s.c.epoch.Add(1)
-	n := s.c.l1.Purge(prefix)
-	s.c.epoch.Add(1)
+	var n int
+	s.c.fenceL1(func() { n = s.c.l1.Purge(prefix) })
 	if m, err := s.c.purgeL2('p', prefix); err == nil {
 		n = max(n, m)
 	} else {
@@ -103,9 +89,8 @@ func (s *Store) Purge(prefix string) int {
 
 // Delete removes the entry under exactly key everywhere.
 func (s *Store) Delete(key string) bool {
-	s.c.epoch.Add(1)
-	ok := s.c.l1.Delete(key)
-	s.c.epoch.Add(1)
+	var ok bool
+	s.c.fenceL1(func() { ok = s.c.l1.Delete(key) })
 	if m, err := s.c.purgeL2('k', key); err == nil && m > 0 {
 		ok = true
 	}
@@ -119,85 +104,3 @@ func (s *Store) List(prefix string, limit int) ([]*cache.Entry, int) {
 
 // Stats describes L1.
 func (s *Store) Stats() cache.Stats { return s.c.l1.Stats() }
-
-// scanBatch is how many keys one SCAN step asks for and one UNLINK removes.
-const scanBatch = 500
-
-// purgeL2 fences in-flight fills (INCR epoch), removes the matching L2
-// entries (SCAN + UNLINK in batches, never KEYS), then announces the purge
-// with its epoch so every replica purges its L1.
-func (c *Cluster) purgeL2(kind byte, arg string) (int, error) {
-	if !c.up.Load() {
-		return 0, errors.New("redis down")
-	}
-	// A purge may touch many keys: each step has its own deadline, the
-	// whole purge a bound of its own.
-	deadline := time.Now().Add(10 * time.Second)
-	step := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.Background(), c.timeout)
-	}
-	ctx, cancel := step()
-	e, err := c.rdb.Incr(ctx, c.keyEpoch).Result()
-	cancel()
-	c.report(err)
-	if err != nil {
-		return 0, err
-	}
-	c.mu.Lock()
-	if e == c.seen+1 {
-		c.seen = e
-	}
-	c.mu.Unlock()
-	n := 0
-	if kind == 'k' {
-		ctx, cancel := step()
-		m, err := c.rdb.Unlink(ctx, c.key("e", arg)).Result()
-		cancel()
-		if err != nil {
-			return 0, err
-		}
-		n = int(m)
-	} else {
-		match := c.key("e", globEscape(arg)) + "*"
-		var cursor uint64
-		for {
-			ctx, cancel := step()
-			keys, next, err := c.rdb.Scan(ctx, cursor, match, scanBatch).Result()
-			if err == nil && len(keys) > 0 {
-				var m int64
-				m, err = c.rdb.Unlink(ctx, keys...).Result()
-				n += int(m)
-			}
-			cancel()
-			if err != nil {
-				c.report(err)
-				return n, err
-			}
-			if cursor = next; cursor == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				return n, errors.New("purge took too long")
-			}
-		}
-	}
-	ctx, cancel = step()
-	err = c.rdb.Publish(ctx, c.chPurge, strconv.FormatInt(e, 10)+"|"+string(kind)+arg).Err()
-	cancel()
-	return n, err
-}
-
-// globEscape quotes the glob characters of SCAN MATCH.
-func globEscape(s string) string {
-	if !strings.ContainsAny(s, `*?[]\`) {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if strings.ContainsRune(`*?[]\`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -66,6 +68,10 @@ type Upstream struct {
 	// for a token per bucket when fair_share is on; more get 429 at once.
 	// 0: no bound beyond max_wait. Default 1000.
 	FairMaxQueue int `yaml:"fair_max_queue"`
+	// Offline: kproxy never contacts Kalshi and answers public GETs from
+	// memory and disk only. Default false. It cannot be combined with
+	// live.enabled (the feed needs the upstream).
+	Offline bool `yaml:"offline"`
 }
 
 // Breaker configures the circuit breaker around the upstream.
@@ -90,10 +96,41 @@ type Cache struct {
 	// Overrides change chosen routes of Routes, matched by pattern,
 	// without restating the list. A pattern not in Routes is an error.
 	Overrides []Override `yaml:"overrides,omitempty"`
+	// Disk is the history tier, an on-disk store below the memory cache.
+	Disk Disk `yaml:"disk"`
+}
+
+// Disk configures the history tier.
+type Disk struct {
+	// Path is the store's directory; "" (or "off", which the environment
+	// needs because an empty variable counts as unset): no disk tier.
+	// Default: the user cache directory + "/kproxy" (DefaultDiskPath),
+	// or "" when there is no user cache directory.
+	Path string `yaml:"path"`
+	// MaxBytes bounds the store (least recently used out first); must be
+	// positive while Path is set. Default 1GiB.
+	MaxBytes Size `yaml:"max_bytes"`
+}
+
+// DiskOff is the value of cache.disk.path that turns the disk tier off
+// where an empty value cannot be given (an empty variable counts as
+// unset). A directory named off is written ./off.
+const DiskOff = "off"
+
+// DefaultDiskPath is the built-in cache.disk.path: the user cache
+// directory (os.UserCacheDir) + "/kproxy"; the error says why there is
+// none (then the disk tier is off by default).
+func DefaultDiskPath() (string, error) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "kproxy"), nil
 }
 
 // Windows are default stale windows; nil: the built-in default
-// (stale_while_revalidate: the route's ttl; stale_if_error: 10m).
+// (stale_while_revalidate: DefaultStaleWhileRevalidate on routes that move
+// with trading, else the route's ttl; stale_if_error: DefaultStaleIfError).
 type Windows struct {
 	StaleWhileRevalidate *Duration `yaml:"stale_while_revalidate,omitempty"`
 	StaleIfError         *Duration `yaml:"stale_if_error,omitempty"`
@@ -109,8 +146,9 @@ type Override struct {
 	LegacyFields         *bool     `yaml:"legacy_fields"`
 }
 
-// Route is one cacheable route. A nil stale window takes its default
-// (stale_while_revalidate: the ttl; stale_if_error: 10m).
+// Route is one cacheable route. A nil stale window takes cache.defaults,
+// else the built-in default (see Windows); a set one, 0 included, is
+// obeyed exactly.
 type Route struct {
 	Pattern              string    `yaml:"pattern"`
 	TTL                  Duration  `yaml:"ttl"`
@@ -173,6 +211,30 @@ type Status struct {
 // DefaultStaleIfError is the stale_if_error of a route that names none.
 const DefaultStaleIfError = 10 * time.Minute
 
+// DefaultStaleWhileRevalidate is the stale_while_revalidate of a route
+// whose data moves with trading (MovesWithTrading) that names none (nor
+// cache.defaults). It keeps the freshness promise: while the upstream
+// answers, no such answer is served more than 1s past its route's ttl.
+// Other routes (metadata) default to their ttl.
+const DefaultStaleWhileRevalidate = time.Second
+
+// MovesWithTrading reports whether the data of a route pattern changes
+// with trading: everything under markets, events and live_data,
+// candlesticks, and exchange/status, except historical routes. Those
+// routes' stale_while_revalidate defaults to DefaultStaleWhileRevalidate.
+func MovesWithTrading(pattern string) bool {
+	p, ok := strings.CutPrefix(pattern, route.Prefix)
+	if !ok || strings.HasPrefix(p, "historical/") {
+		return false
+	}
+	first, _, _ := strings.Cut(p, "/")
+	switch {
+	case first == "markets", first == "events", first == "live_data", p == "exchange/status":
+		return true
+	}
+	return strings.HasSuffix(p, "/candlesticks")
+}
+
 // Tiers maps Kalshi's published usage tiers to read and write requests/s
 // (token budgets at the default cost of 10 tokens a request).
 var Tiers = map[string][2]float64{
@@ -184,7 +246,10 @@ var Tiers = map[string][2]float64{
 }
 
 // Default returns the built-in configuration.
+// It reads the user cache directory from the process environment for the
+// default cache.disk.path.
 func Default() *Config {
+	diskPath, _ := DefaultDiskPath()
 	return &Config{
 		Listen:          ":8080",
 		ShutdownTimeout: Duration(10 * time.Second),
@@ -199,11 +264,14 @@ func Default() *Config {
 			FairMaxQueue: 1000,
 		},
 		Breaker: Breaker{ConsecutiveFailures: 5, OpenTimeout: Duration(10 * time.Second), HalfOpenRequests: 1},
-		Cache:   Cache{MaxBytes: 256 << 20, StaleWait: Duration(500 * time.Millisecond), Routes: DefaultRoutes()},
-		Batch:   Batch{MaxItems: 100, Concurrency: 16, MaxPages: 50, AutoWindow: Duration(2 * time.Millisecond)},
-		Redis:   Redis{KeyPrefix: "kproxy:", Timeout: Duration(100 * time.Millisecond)},
-		Live:    Live{MaxMarkets: 1000, MaxAge: Duration(time.Minute)},
-		Status:  Status{Enabled: true},
+		Cache: Cache{
+			MaxBytes: 256 << 20, StaleWait: Duration(500 * time.Millisecond), Routes: DefaultRoutes(),
+			Disk: Disk{Path: diskPath, MaxBytes: 1 << 30},
+		},
+		Batch:  Batch{MaxItems: 100, Concurrency: 16, MaxPages: 50, AutoWindow: Duration(2 * time.Millisecond)},
+		Redis:  Redis{KeyPrefix: "kproxy:", Timeout: Duration(100 * time.Millisecond)},
+		Live:   Live{MaxMarkets: 1000, MaxAge: Duration(time.Minute)},
+		Status: Status{Enabled: true},
 	}
 }
 
@@ -298,6 +366,9 @@ func (c *Cache) Specs(legacy bool) []route.Spec {
 			lf = *r.LegacyFields
 		}
 		swr, sie := time.Duration(r.TTL), DefaultStaleIfError
+		if MovesWithTrading(r.Pattern) {
+			swr = DefaultStaleWhileRevalidate
+		}
 		if d := c.Defaults.StaleWhileRevalidate; d != nil {
 			swr = time.Duration(*d)
 		}
@@ -362,6 +433,9 @@ type KeyError struct {
 }
 
 func (e *KeyError) Error() string {
+	if errors.Is(e.Err, ErrUnknownKey) || errors.Is(e.Err, ErrUnknownVariable) {
+		return "config: " + e.Err.Error() // it names the key itself
+	}
 	if e.Value == "" {
 		return fmt.Sprintf("config: %s: %v", e.Key, e.Err)
 	}
@@ -514,6 +588,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Live.MaxAge <= 0 {
 		return keyErr("live.max_age", c.Live.MaxAge, "must be positive")
+	}
+	if c.Cache.Disk.Path != "" && c.Cache.Disk.MaxBytes <= 0 {
+		return keyErr("cache.disk.max_bytes", c.Cache.Disk.MaxBytes, "must be positive while cache.disk.path is set (\"\" turns the disk tier off)")
+	}
+	if c.Upstream.Offline && c.Live.Enabled {
+		return keyErr("upstream.offline", true, "live.enabled needs the upstream: turn off upstream.offline or live.enabled")
 	}
 	if c.Live.Enabled && c.Upstream.APIKeyID == "" {
 		return keyErr("live.enabled", true, "needs kproxy's own key: set upstream.api_key_id and upstream.private_key_file")

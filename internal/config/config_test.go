@@ -29,15 +29,92 @@ func TestShippedConfigMatchesDefaults(t *testing.T) {
 }
 
 func TestDefaultRoutesCoverThePublicSet(t *testing.T) {
-	c := Default()
-	specs := c.Cache.Specs(false)
-	for _, s := range specs {
-		if s.StaleWhileRevalidate != s.TTL || s.StaleIfError != DefaultStaleIfError {
-			t.Errorf("%s: windows %v/%v, want ttl and 10m by default", s.Pattern, s.StaleWhileRevalidate, s.StaleIfError)
+	if n := len(Default().Cache.Specs(false)); n < 35 {
+		t.Errorf("only %d default routes", n)
+	}
+}
+
+// tradingData lists, independently of MovesWithTrading, the routes the
+// freshness promise covers: /markets*, /events*, order books, trades,
+// candlesticks, live data; never historical ones.
+func tradingData(pattern string) bool {
+	p := strings.TrimPrefix(pattern, "/trade-api/v2/")
+	if strings.HasPrefix(p, "historical/") {
+		return false
+	}
+	for _, w := range []string{"markets", "events", "orderbook", "trades", "candlesticks", "live_data", "exchange/status"} {
+		if strings.HasPrefix(p, w) || strings.Contains(p, "/"+w) {
+			return true
 		}
 	}
-	if len(specs) < 35 {
-		t.Errorf("only %d default routes", len(specs))
+	return false
+}
+
+// TestShippedDefaultsKeepTheFreshnessPromise: with the built-in route
+// table, and with the shipped config.yaml, no answer on a route whose data
+// moves with trading is served more than 1s past its ttl while the
+// upstream answers (stale_while_revalidate <= 1s); stale_if_error stays
+// 10m; metadata routes keep their longer windows.
+func TestShippedDefaultsKeepTheFreshnessPromise(t *testing.T) {
+	shipped := Default()
+	data, err := os.ReadFile("../../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Decode(data, shipped); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]*Config{"built-in": Default(), "config.yaml": shipped} {
+		trading := 0
+		for _, s := range c.Cache.Specs(false) {
+			if s.StaleIfError != 10*time.Minute {
+				t.Errorf("%s: %s stale_if_error = %v, want 10m", name, s.Pattern, s.StaleIfError)
+			}
+			switch {
+			case tradingData(s.Pattern):
+				trading++
+				if s.StaleWhileRevalidate > time.Second {
+					t.Errorf("%s: %s (ttl %v) stale_while_revalidate = %v, want <= 1s: a price could be served %v past its ttl",
+						name, s.Pattern, s.TTL, s.StaleWhileRevalidate, s.StaleWhileRevalidate)
+				}
+			case s.StaleWhileRevalidate != s.TTL:
+				t.Errorf("%s: metadata route %s stale_while_revalidate = %v, want its ttl %v", name, s.Pattern, s.StaleWhileRevalidate, s.TTL)
+			}
+		}
+		if trading < 15 {
+			t.Errorf("%s: only %d trading routes checked", name, trading)
+		}
+	}
+}
+
+// TestStaleWhileRevalidateZeroIsObeyed: 0 set anywhere (route, override,
+// cache.defaults, its variable) is kept as 0, not taken for "unset".
+func TestStaleWhileRevalidateZeroIsObeyed(t *testing.T) {
+	const markets = "/trade-api/v2/markets"
+	tests := []struct {
+		name, yaml string
+		env        []string
+		want       time.Duration
+	}{
+		{"omitted in a given list", "cache: {routes: [{pattern: /trade-api/v2/markets, ttl: 5s}]}", nil, time.Second},
+		{"omitted, metadata route", "cache: {routes: [{pattern: /trade-api/v2/series, ttl: 5m}, {pattern: /trade-api/v2/markets, ttl: 5s}]}", nil, time.Second},
+		{"route sets 0", "cache: {routes: [{pattern: /trade-api/v2/markets, ttl: 5s, stale_while_revalidate: 0s}]}", nil, 0},
+		{"route sets bare 0", "cache: {routes: [{pattern: /trade-api/v2/markets, ttl: 5s, stale_while_revalidate: 0}]}", nil, 0},
+		{"override sets 0", "cache: {overrides: [{pattern: /trade-api/v2/markets, stale_while_revalidate: 0s}]}", nil, 0},
+		{"defaults set 0", "cache: {defaults: {stale_while_revalidate: 0s}}", nil, 0},
+		{"variable sets 0", "", []string{"KPROXY_CACHE_DEFAULTS_STALE_WHILE_REVALIDATE=0s"}, 0},
+		{"route sets more than the promise", "cache: {overrides: [{pattern: /trade-api/v2/markets, stale_while_revalidate: 7s}]}", nil, 7 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, err := load(t, Sources{File: write(t, tt.yaml)}, tt.env...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := specOf(t, l.Config, markets).StaleWhileRevalidate; got != tt.want {
+				t.Errorf("stale_while_revalidate = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
 
@@ -122,6 +199,9 @@ func TestConfigErrorsNameKeyAndValue(t *testing.T) {
 		{"cache: {routes: [{pattern: /trade-api/v2/markets, ttl: soon}]}", "cache.routes[0].ttl", "soon"},
 		{"cache: {routes: [{pattern: /trade-api/v2/portfolio/balance, ttl: 1s}]}", "cache.routes", ""},
 		{"cache: {routes: [{pattern: /trade-api/v2/markets, ttl: 1s, stale_if_error: -1s}]}", "cache.routes[0].stale_if_error", "-1s"},
+		{"upstream: {offline: true}\nlive: {enabled: true}", "upstream.offline", "true"},
+		{"cache: {disk: {path: /tmp/x, max_bytes: 0}}", "cache.disk.max_bytes", "0"},
+		{"cache: {disk: {max_bytes: lots}}", "cache.disk.max_bytes", "lots"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key, func(t *testing.T) {
@@ -181,7 +261,7 @@ func TestRouteStaleWindowDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := c.Cache.Specs(false)
-	if len(s) != 1 || s[0].TTL != 3*time.Second || s[0].StaleWhileRevalidate != 3*time.Second || s[0].StaleIfError != time.Minute {
+	if len(s) != 1 || s[0].TTL != 3*time.Second || s[0].StaleWhileRevalidate != time.Second || s[0].StaleIfError != time.Minute {
 		t.Errorf("specs = %+v", s)
 	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strconv"
@@ -59,21 +60,26 @@ func envName(key string) string {
 // walkScalars calls fn for every scalar field under v (a struct), with its
 // dotted key. Slices and maps are skipped.
 func walkScalars(v reflect.Value, prefix string, fn func(key string, v reflect.Value)) {
-	t := v.Type()
+	eachField(v.Type(), prefix, func(i int, f reflect.StructField, key string) {
+		switch fv := v.Field(i); {
+		case isScalar(f.Type):
+			fn(key, fv)
+		case f.Type.Kind() == reflect.Struct:
+			walkScalars(fv, key, fn)
+		}
+	})
+}
+
+// eachField calls fn for every field of the struct type t that YAML names,
+// with its index and dotted key under prefix.
+func eachField(t reflect.Type, prefix string, fn func(i int, f reflect.StructField, key string)) {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 		if tag == "" || tag == "-" || !f.IsExported() {
 			continue
 		}
-		key := joinKey(prefix, tag)
-		fv := v.Field(i)
-		switch {
-		case isScalar(f.Type):
-			fn(key, fv)
-		case f.Type.Kind() == reflect.Struct:
-			walkScalars(fv, key, fn)
-		}
+		fn(i, f, joinKey(prefix, tag))
 	}
 }
 
@@ -228,7 +234,7 @@ func applyEnv(cfg *Config, env environment, from map[string]string) error {
 	slices.Sort(names)
 	for _, n := range names {
 		if !known[n] {
-			return &KeyError{Key: n, Err: errors.New("unknown variable: no configuration key has this name (kproxy -h lists them)")}
+			return unknownVar(n, slices.Sorted(maps.Keys(known)))
 		}
 	}
 	return nil

@@ -112,7 +112,7 @@ func TestEnvironmentErrorsNameTheVariable(t *testing.T) {
 		{"invalid value", []string{"KPROXY_LOG_LEVEL=LOUD"}, `config: KPROXY_LOG_LEVEL (log.level): "LOUD": must be debug, info, warn or error`},
 		{"invalid value of an alias", []string{"KPROXY_UPSTREAM=ftp://x"}, `config: KPROXY_UPSTREAM (upstream.url): "ftp://x": scheme must be http or https`},
 		{"rule across keys", []string{"KPROXY_LIVE_ENABLED=true"}, `config: KPROXY_LIVE_ENABLED (live.enabled): "true": needs kproxy's own key`},
-		{"unknown variable", []string{"KPROXY_UPSTREAM_TIMOUT=1s"}, `config: KPROXY_UPSTREAM_TIMOUT: unknown variable`},
+		{"unknown variable", []string{"KPROXY_UPSTREAM_TIMOUT=1s"}, `config: unknown variable KPROXY_UPSTREAM_TIMOUT (did you mean KPROXY_UPSTREAM_TIMEOUT?)`},
 		{"alias and key both", []string{"KPROXY_UPSTREAM=http://a", "KPROXY_UPSTREAM_URL=http://b"}, `config: KPROXY_UPSTREAM_URL: KPROXY_UPSTREAM sets upstream.url too`},
 		{"negative duration", []string{"KPROXY_BREAKER_OPEN_TIMEOUT=-1s"}, `config: KPROXY_BREAKER_OPEN_TIMEOUT (breaker.open_timeout): "-1s": must be positive`},
 	}

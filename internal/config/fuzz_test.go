@@ -22,7 +22,7 @@ func FuzzDecode(f *testing.F) {
 		"cache:\n  routes:\n    - pattern: /trade-api/v2/portfolio\n      ttl: 1s\n", "nope: 1\n", "upstream: [1, 2]\n",
 		"a: &x {b: *x}\n", "upstream: &u {timeout: 1s}\nbreaker: *u\n", "- 1\n- 2\n", "log: {level: DEBUG, format: text}\n",
 		"cache:\n  max_bytes: -1\n", "batch:\n  max_items: 99999999999999999999\n", "admin:\n  token: s3cret\n",
-		"redis:\n  url: redis://u:p@127.0.0.1:6379/0\n", "upstream:\n  url: ftp://x\n", "\t\x00", "{{{",
+		"redis:\n  url: redis://u:p@127.0.0.1:6379/0\n", "upstream: {offline: true}\ncache: {disk: {path: off, max_bytes: 2GiB}}\n", "cache: {max_byte: 1}\n", "upstream:\n  url: ftp://x\n", "\t\x00", "{{{",
 	} {
 		f.Add([]byte(s))
 	}

@@ -40,6 +40,9 @@ type Loaded struct {
 	// ("KPROXY_LISTEN", "-listen"); keys from the file or the defaults are
 	// absent.
 	From map[string]string
+	// InFile holds the dotted keys the file set (a list, such as
+	// cache.routes, as one key).
+	InFile map[string]bool
 }
 
 // Name is how an error names key: with the variable or flag that set it
@@ -49,6 +52,20 @@ func (l *Loaded) Name(key string) string {
 		return varKey(n, key)
 	}
 	return key
+}
+
+// Source says where the value of a dotted key came from: "flag -listen",
+// the variable ("KPROXY_UPSTREAM_TIMEOUT"), "file" or "default".
+func (l *Loaded) Source(key string) string {
+	switch n, ok := l.From[key]; {
+	case ok && strings.HasPrefix(n, "-"):
+		return "flag " + n
+	case ok:
+		return n
+	case l.InFile[key]:
+		return "file"
+	}
+	return "default"
 }
 
 // Load builds the effective configuration: defaults, then the file, then
@@ -93,7 +110,7 @@ func Resolve(src Sources) (*Loaded, error) {
 		}
 	}
 	cfg := Default()
-	l := &Loaded{Config: cfg, From: map[string]string{}}
+	l := &Loaded{Config: cfg, From: map[string]string{}, InFile: map[string]bool{}}
 	file, named := src.File, true
 	if file == "" {
 		file = env.get(fileVar)
@@ -105,7 +122,7 @@ func Resolve(src Sources) (*Loaded, error) {
 	data, err := os.ReadFile(file)
 	switch {
 	case err == nil:
-		if err := Decode(data, cfg); err != nil {
+		if err := decodeInto(data, cfg, l.InFile); err != nil {
 			return l, err
 		}
 	case !named && errors.Is(err, os.ErrNotExist):
@@ -145,12 +162,19 @@ func (c *Config) normalize() {
 	c.Log.Level = strings.ToLower(strings.TrimSpace(c.Log.Level))
 	c.Log.Format = strings.ToLower(strings.TrimSpace(c.Log.Format))
 	c.Upstream.Tier = strings.ToLower(strings.TrimSpace(c.Upstream.Tier))
+	if c.Cache.Disk.Path == DiskOff {
+		c.Cache.Disk.Path = ""
+	}
 }
 
 // Decode reads YAML into cfg, over the values already there. Unknown keys
 // and values of the wrong form are errors naming the key (dotted path) and
 // the value.
-func Decode(data []byte, cfg *Config) error {
+func Decode(data []byte, cfg *Config) error { return decodeInto(data, cfg, nil) }
+
+// decodeInto is Decode, recording in set (when not nil) every dotted key
+// the data sets.
+func decodeInto(data []byte, cfg *Config, set map[string]bool) error {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
@@ -162,7 +186,8 @@ func Decode(data []byte, cfg *Config) error {
 	if len(doc.Content) == 0 {
 		return nil
 	}
-	if err := decode(doc.Content[0], reflect.ValueOf(cfg).Elem(), ""); err != nil {
+	d := decoder{set: set, keys: knownKeys()}
+	if err := d.decode(doc.Content[0], reflect.ValueOf(cfg).Elem(), ""); err != nil {
 		return err
 	}
 	cfg.normalize()
@@ -171,7 +196,13 @@ func Decode(data []byte, cfg *Config) error {
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 
-func decode(n *yaml.Node, v reflect.Value, key string) error {
+// decoder walks a YAML tree into a Config.
+type decoder struct {
+	set  map[string]bool // keys set, or nil
+	keys []string        // every known key, for suggestions
+}
+
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, key string) error {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
@@ -183,7 +214,7 @@ func decode(n *yaml.Node, v reflect.Value, key string) error {
 		if v.IsNil() {
 			v.Set(reflect.New(v.Type().Elem()))
 		}
-		return decode(n, v.Elem(), key)
+		return d.decode(n, v.Elem(), key)
 	}
 	if v.Kind() == reflect.Struct {
 		if n.Kind != yaml.MappingNode {
@@ -197,13 +228,16 @@ func decode(n *yaml.Node, v reflect.Value, key string) error {
 			}
 			f, ok := fieldByTag(v, name)
 			if !ok {
-				return &KeyError{Key: sub, Err: errors.New("unknown key")}
+				return unknownKey(sub, d.keys)
 			}
-			if err := decode(n.Content[i+1], f, sub); err != nil {
+			if err := d.decode(n.Content[i+1], f, sub); err != nil {
 				return err
 			}
 		}
 		return nil
+	}
+	if d.set != nil && !strings.HasSuffix(key, "]") && !strings.Contains(key, "].") {
+		d.set[key] = true // a scalar or a whole list, outside any list
 	}
 	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Struct {
 		if n.Kind != yaml.SequenceNode {
@@ -215,7 +249,7 @@ func decode(n *yaml.Node, v reflect.Value, key string) error {
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, item := range n.Content {
-			if err := decode(item, s.Index(i), fmt.Sprintf("%s[%d]", key, i)); err != nil {
+			if err := d.decode(item, s.Index(i), fmt.Sprintf("%s[%d]", key, i)); err != nil {
 				return err
 			}
 		}
@@ -261,11 +295,100 @@ func orRoot(k string) string {
 	return k
 }
 
-// YAML renders the effective configuration, with the values that defaults
-// and the tier fill in written out, cache.overrides and cache.defaults
-// merged into cache.routes (one line a route), and the admin token
-// redacted. Read back, it configures the same kproxy.
+// YAML renders the effective configuration, with the values that defaults,
+// the tier and upstream.url fill in written out (rates, upstream.ws_url),
+// cache.overrides and cache.defaults merged into cache.routes (one line a
+// route), and the admin token and any Redis password redacted. Read back,
+// it configures the same kproxy.
 func (c *Config) YAML() string {
+	var n yaml.Node
+	if err := n.Encode(c.effective()); err != nil {
+		return "# cannot render: " + err.Error() + "\n"
+	}
+	return encodeNode(&n)
+}
+
+// YAML is Config.YAML with a trailing comment on every value saying where
+// it came from: "# from flag -listen", "# from KPROXY_UPSTREAM_TIMEOUT",
+// "# from file", "# default", or how a derived value was derived. It is
+// still YAML that kproxy reads back to the same configuration.
+func (l *Loaded) YAML() string {
+	c := l.Config
+	var n yaml.Node
+	if err := n.Encode(c.effective()); err != nil {
+		return "# cannot render: " + err.Error() + "\n"
+	}
+	derived := map[string]string{}
+	if c.Upstream.WSURL == "" {
+		derived["upstream.ws_url"] = "derived from upstream.url"
+	}
+	if c.Upstream.ReadRate == nil {
+		derived["upstream.read_rate"] = "from upstream.tier"
+	}
+	if c.Upstream.WriteRate == nil {
+		derived["upstream.write_rate"] = "from upstream.tier"
+	}
+	if l.Source("cache.disk.path") == "default" {
+		if _, err := DefaultDiskPath(); err != nil {
+			derived["cache.disk.path"] = "default: off, no user cache directory (" + err.Error() + ")"
+		} else {
+			derived["cache.disk.path"] = "default: the user cache directory + /kproxy"
+		}
+	}
+	routes := l.Source("cache.routes")
+	if routes == "default" {
+		routes = "default: the built-in list"
+	} else {
+		routes = "from " + routes
+	}
+	if l.InFile["cache.overrides"] || l.InFile["cache.defaults.stale_while_revalidate"] || l.InFile["cache.defaults.stale_if_error"] ||
+		l.From["cache.defaults.stale_while_revalidate"] != "" || l.From["cache.defaults.stale_if_error"] != "" {
+		routes += ", with cache.defaults and cache.overrides merged in"
+	}
+	derived["cache.routes"] = routes
+	annotate(&n, "", func(key string) string {
+		if d, ok := derived[key]; ok {
+			return d
+		}
+		if src := l.Source(key); src != "default" {
+			return "from " + src
+		}
+		return "default"
+	})
+	return encodeNode(&n)
+}
+
+// annotate sets a line comment on every value under the mapping n: the
+// scalars and lists, with their dotted key.
+func annotate(n *yaml.Node, prefix string, comment func(key string) string) {
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		key := joinKey(prefix, k.Value)
+		switch v.Kind {
+		case yaml.MappingNode:
+			annotate(v, key, comment)
+		case yaml.SequenceNode:
+			k.LineComment = comment(key) // the list's items follow on their lines
+		default:
+			v.LineComment = comment(key)
+		}
+	}
+}
+
+func encodeNode(n *yaml.Node) string {
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	enc.Encode(n)
+	enc.Close()
+	return b.String()
+}
+
+// effective is the configuration as YAML shows it (see YAML).
+func (c *Config) effective() *Config {
 	eff := *c
 	if eff.Admin.Token != "" {
 		eff.Admin.Token = "(redacted)" // a secret never goes to a terminal or a log
@@ -273,6 +396,9 @@ func (c *Config) YAML() string {
 	eff.Redis.URL = redactURL(c.Redis.URL)
 	read, write := c.Upstream.Rates()
 	eff.Upstream.ReadRate, eff.Upstream.WriteRate = &read, &write
+	if u, err := c.WSURL(); err == nil && c.Upstream.WSURL == "" {
+		eff.Upstream.WSURL = u.String()
+	}
 	specs := c.Cache.Specs(c.Compat.LegacyFields)
 	eff.Cache.Routes = make([]Route, len(specs))
 	for i, s := range specs {
@@ -280,12 +406,7 @@ func (c *Config) YAML() string {
 		eff.Cache.Routes[i] = Route{Pattern: s.Pattern, TTL: Duration(s.TTL), StaleWhileRevalidate: &swr, StaleIfError: &sie, LegacyFields: &lf}
 	}
 	eff.Cache.Overrides = nil
-	var b bytes.Buffer
-	enc := yaml.NewEncoder(&b)
-	enc.SetIndent(2)
-	enc.Encode(&eff)
-	enc.Close()
-	return b.String()
+	return &eff
 }
 
 // MarshalYAML writes a route on one line.

@@ -36,13 +36,13 @@ func TestRouteOverridesAndDefaults(t *testing.T) {
 		want map[string]windows
 	}{
 		{"built-in", "", map[string]windows{
-			market: {2 * s, 2 * s, 10 * m, false}, series: {10 * m, 10 * m, 10 * m, false},
+			market: {2 * s, 1 * s, 10 * m, false}, series: {10 * m, 10 * m, 10 * m, false},
 		}},
 		{"one route's ttl and window, the rest untouched", `
 cache:
   overrides:
     - {pattern: "/trade-api/v2/markets/{ticker}", ttl: 1s, stale_while_revalidate: 5s}`, map[string]windows{
-			market: {1 * s, 5 * s, 10 * m, false}, markets: {2 * s, 2 * s, 10 * m, false}, series: {10 * m, 10 * m, 10 * m, false},
+			market: {1 * s, 5 * s, 10 * m, false}, markets: {2 * s, 1 * s, 10 * m, false}, series: {10 * m, 10 * m, 10 * m, false},
 		}},
 		{"default windows for every route", `
 cache:
@@ -61,7 +61,7 @@ compat: {legacy_fields: true}
 cache:
   overrides:
     - {pattern: /trade-api/v2/markets, legacy_fields: false}`, map[string]windows{
-			markets: {2 * s, 2 * s, 10 * m, false}, market: {2 * s, 2 * s, 10 * m, true},
+			markets: {2 * s, 1 * s, 10 * m, false}, market: {2 * s, 1 * s, 10 * m, true},
 		}},
 		{"overrides apply to a given route list", `
 cache:
@@ -69,7 +69,7 @@ cache:
     - {pattern: /trade-api/v2/markets, ttl: 5s, stale_if_error: 1m}
   overrides:
     - {pattern: /trade-api/v2/markets, ttl: 3s}`, map[string]windows{
-			markets: {3 * s, 3 * s, 1 * m, false},
+			markets: {3 * s, 1 * s, 1 * m, false},
 		}},
 	}
 	for _, tt := range tests {

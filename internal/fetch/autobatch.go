@@ -39,8 +39,11 @@ type autoBatcher struct {
 type autoBatch struct {
 	tickers []string
 	waiters map[string]chan autoAnswer
-	hdr     http.Header // credentials of the first request
-	// hooks are the waiters' upstream attempt hooks (fetch/stale.go): a
+	// hdr is the first request's header. The combined call goes with
+	// OwnKey credentials: no client signed its path, so kproxy's own key
+	// signs it, or it carries no client credentials at all.
+	hdr http.Header
+	// hooks are the waiters' upstream attempt hooks (fetch/flight.go): a
 	// failed combined attempt answers their stale holders at once.
 	hooks []func(int, error)
 	// client is the first request's client (fair shares).
@@ -72,8 +75,10 @@ func (f *Fetcher) autoTicker(req *Request) (string, bool) {
 	return t, t != ""
 }
 
-// get answers one single-market fetch through the current batch window.
-func (a *autoBatcher) get(ctx context.Context, ticker string, hdr http.Header) (int, http.Header, []byte, *upstream.Error) {
+// get answers one single-market fetch through the current batch window. A
+// ticker the combined call cannot answer is fetched alone, under call (its
+// own client's credentials, signed for its own path).
+func (a *autoBatcher) get(ctx context.Context, call *upstream.Call, ticker string, hdr http.Header) (int, http.Header, []byte, *upstream.Error) {
 	ch := make(chan autoAnswer, 1)
 	a.mu.Lock()
 	b := a.pending
@@ -85,14 +90,14 @@ func (a *autoBatcher) get(ctx context.Context, ticker string, hdr http.Header) (
 	if _, dup := b.waiters[ticker]; dup {
 		// Cannot happen through singleflight, but never lose a waiter.
 		a.mu.Unlock()
-		return a.f.get(ctx, route.Prefix+"markets/"+ticker, "", hdr)
+		return a.f.get(ctx, call, route.Prefix+"markets/"+ticker, "", hdr)
 	}
 	b.tickers = append(b.tickers, ticker)
 	if len(b.tickers) == 1 {
-		b.client = upstream.ClientFrom(ctx)
+		b.client = call.Client
 	}
-	if h := upstream.AttemptHookFrom(ctx); h != nil {
-		b.hooks = append(b.hooks, h)
+	if call.OnAttempt != nil {
+		b.hooks = append(b.hooks, call.OnAttempt)
 	}
 	b.waiters[ticker] = ch
 	full := len(b.tickers) >= maxAutoTickers
@@ -107,10 +112,10 @@ func (a *autoBatcher) get(ctx context.Context, ticker string, hdr http.Header) (
 	select {
 	case ans = <-ch:
 	case <-ctx.Done():
-		return 0, nil, nil, asError(ctx.Err())
+		return 0, nil, nil, upstream.As(ctx.Err())
 	}
 	if ans.fallback {
-		return a.f.get(ctx, route.Prefix+"markets/"+ticker, "", hdr)
+		return a.f.get(ctx, call, route.Prefix+"markets/"+ticker, "", hdr)
 	}
 	return ans.status, ans.header, ans.body, ans.err
 }
@@ -124,32 +129,43 @@ func (a *autoBatcher) flush(b *autoBatch) {
 	b.once.Do(func() { a.run(b) })
 }
 
-// run makes the combined call and answers every waiter.
+// run makes the combined call and answers every waiter, each exactly once:
+// a panic answers those still waiting with a 500 internal_error.
 func (a *autoBatcher) run(b *autoBatch) {
-	send := func(t string, ans autoAnswer) { b.waiters[t] <- ans }
+	answered := make(map[string]bool, len(b.tickers))
+	send := func(t string, ans autoAnswer) {
+		if !answered[t] {
+			answered[t] = true
+			b.waiters[t] <- ans // buffered: never blocks
+		}
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			a.f.log.Error("panic in automatic batch", "tickers", len(b.tickers), "panic", p)
+			for _, t := range b.tickers {
+				send(t, autoAnswer{err: errInternal})
+			}
+		}
+	}()
 	if len(b.tickers) == 1 {
 		send(b.tickers[0], autoAnswer{fallback: true})
 		return
 	}
+	// No request's context: the call serves them all, and a timer started
+	// it. It is bounded by the fetch timeout.
 	ctx, cancel := context.WithTimeout(context.Background(), a.f.timeout)
 	defer cancel()
-	ctx = upstream.WithRoute(ctx, marketsPattern, nil)
-	ctx = upstream.WithClient(ctx, b.client)
+	call := &upstream.Call{Route: marketsPattern, Charge: marketPattern, Client: b.client, Credentials: upstream.OwnKey}
 	if len(b.hooks) > 0 {
-		ctx = upstream.WithAttemptHook(ctx, func(status int, err error) {
+		call.OnAttempt = func(status int, err error) {
 			for _, h := range b.hooks {
 				h(status, err)
 			}
-		})
-	}
-	if a.f.up.Signs() {
-		ctx = upstream.WithOwnKey(ctx)
+		}
 	}
 	q := "tickers=" + strings.Join(b.tickers, ",") + "&limit=" + strconv.Itoa(len(b.tickers))
-	status, header, body, err := a.f.get(ctx, marketsPattern, q, b.hdr)
-	if a.f.m != nil {
-		a.f.m.AutoBatched.Add(float64(len(b.tickers)))
-	}
+	status, header, body, err := a.f.get(ctx, call, marketsPattern, q, b.hdr)
+	a.f.m.AutoBatch(len(b.tickers))
 	switch {
 	case err != nil:
 		for _, t := range b.tickers {

@@ -8,27 +8,39 @@ package fetch
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/kproxy/kproxy/cache"
+	"github.com/kproxy/kproxy/internal/header"
+	"github.com/kproxy/kproxy/internal/httperr"
 	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/route"
 	"github.com/kproxy/kproxy/internal/upstream"
 )
+
+// Upstream sends the fetches: *upstream.Client, or a fake in tests.
+type Upstream interface {
+	// Get sends one GET under call's options (upstream.Client.Get) and
+	// fills call.Attempts.
+	Get(ctx context.Context, call *upstream.Call, escapedPath, rawQuery string, header http.Header) (*http.Response, error)
+	// Signs reports whether calls with OwnKey credentials carry kproxy's
+	// own key (then every fetch does).
+	Signs() bool
+}
+
+var _ Upstream = (*upstream.Client)(nil)
 
 // Config configures a Fetcher.
 type Config struct {
 	// Store holds entries; required.
 	Store cache.Store
 	// Upstream sends the shared fetches; required.
-	Upstream *upstream.Client
+	Upstream Upstream
 	// Timeout bounds one shared fetch, retries included; 0 means 30s. No
 	// single client's disconnect can cut a shared fetch short.
 	Timeout time.Duration
@@ -57,7 +69,8 @@ type Config struct {
 	// on an L1 miss, and claimed before an upstream fetch so that one
 	// replica fetches a key for all.
 	Shared Shared
-	// Metrics and Logger may be nil.
+	// Metrics may be nil (nothing recorded); Logger may be nil (nothing
+	// logged).
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -66,9 +79,9 @@ type Config struct {
 
 // Fetcher is safe for concurrent use.
 type Fetcher struct {
-	store cache.Store
-	up    *upstream.Client
-	calls calls
+	store   cache.Store
+	up      Upstream
+	flights flights
 	// staleWait bounds the wait of a request holding a stale copy.
 	staleWait time.Duration
 	timeout   time.Duration
@@ -82,9 +95,6 @@ type Fetcher struct {
 	onReq     func(*route.Route, string, time.Time)
 	shared    Shared
 	bg        sync.WaitGroup
-	mu        sync.Mutex
-	// inflight counts the upstream fetches under way per key.
-	inflight map[string]int
 }
 
 // New builds a Fetcher.
@@ -105,7 +115,6 @@ func New(cfg Config) (*Fetcher, error) {
 		onReq:     cfg.OnRequest,
 		shared:    cfg.Shared,
 		staleWait: cfg.StaleWait,
-		inflight:  map[string]int{},
 	}
 	if f.timeout <= 0 {
 		f.timeout = 30 * time.Second
@@ -134,16 +143,28 @@ type Request struct {
 	// EscapedPath and RawQuery are sent upstream as the client wrote them.
 	EscapedPath, RawQuery string
 	// Header is the client's request header; its end-to-end fields
-	// (credentials included) go upstream with a shared fetch this request
-	// starts. It is read before Get returns and never kept.
+	// (credentials included, unless Credentials is OwnKey or the upstream
+	// signs) go upstream with a shared fetch this request starts; never
+	// Kproxy-Client. It is read before Get returns and never kept.
 	Header http.Header
+	// Credentials is upstream.Forward for a request whose own path the
+	// client signed, upstream.OwnKey for one kproxy composed (a batch item
+	// or page): kproxy's key when the upstream signs, else no credentials.
+	// With a signing upstream every fetch uses OwnKey.
+	Credentials upstream.Credentials
+	// Charge is the route template the client asked for (the status page
+	// charges the upstream calls to it); "" means Route.Pattern. A batch
+	// item charges its batch endpoint ("/batch", "/batch/markets").
+	Charge string
 	// NoCache forces a fresh upstream fetch (still coalesced).
 	NoCache bool
 	// OnlyIfCached answers from the cache (fresh, or stale within either
 	// stale window) or fails with 504 not_cached; nothing is fetched.
 	OnlyIfCached bool
 	// Client names the client for fair shares of the upstream budget;
-	// empty means its KALSHI-ACCESS-KEY, else the host of RemoteAddr.
+	// empty means ClientName(Header, RemoteAddr), worked out when a fetch
+	// starts (a bad Kproxy-Client then fails the request with
+	// ErrBadClient), never on a hit.
 	Client string
 	// RemoteAddr is the client's address (http.Request.RemoteAddr); its
 	// host is appended to X-Forwarded-For on a fetch this request starts
@@ -152,52 +173,8 @@ type Request struct {
 	// Now is when the request arrived; zero means the Fetcher's clock.
 	Now time.Time
 
-	// Set on the copy a fetch runs with (miss): the client named, and the
-	// call the fetch runs for.
-	client string
-	call   *call
-}
-
-// Outcome names how a request was answered. The same words feed
-// Cache-Status, the access log and metric labels.
-type Outcome uint8
-
-// Outcomes of Get.
-const (
-	// Hit: a fresh stored entry.
-	Hit Outcome = iota
-	// Revalidating: a stale entry served at once while one background
-	// refresh runs (stale-while-revalidate).
-	Revalidating
-	// StaleOnError: a stale entry served because the upstream failed.
-	StaleOnError
-	// Stored: this request fetched the answer and stored it.
-	Stored
-	// Uncacheable: this request fetched an answer that is not stored.
-	Uncacheable
-	// Collapsed: this request waited on another request's fetch.
-	Collapsed
-	// Failed: no answer; Result.Err says why.
-	Failed
-	// SharedHit: a fresh entry found in the shared tier (another replica
-	// fetched it); an X-Cache HIT with detail=shared.
-	SharedHit
-)
-
-var outcomeNames = [...]string{"hit", "stale", "stale-if-error", "stored", "uncacheable", "collapsed", "failed", "shared"}
-
-func (o Outcome) String() string { return outcomeNames[o] }
-
-// XCache is the X-Cache value of the outcome.
-func (o Outcome) XCache() string {
-	switch o {
-	case Hit, SharedHit:
-		return "HIT"
-	case Revalidating, StaleOnError:
-		return "STALE"
-	default:
-		return "MISS"
-	}
+	// call is the flight a fetch runs for, set on the copy it runs with.
+	call *call
 }
 
 // Result is the answer to a Request.
@@ -213,30 +190,12 @@ type Result struct {
 	// fetch ended); 0 when Detail says why instead.
 	FwdStatus int
 	// Detail, on a stale answer that no failure caused, says what did:
-	// "stale-wait" (the upstream took longer than stale_wait) or
-	// "only-if-cached" (the client asked for a cached answer only).
+	// DetailStaleWait or DetailOnlyIfCached.
 	Detail string
 	// Err is set when Outcome is Failed.
 	Err *upstream.Error
 	// Attempts counts upstream attempts this request's own fetch made.
 	Attempts int
-}
-
-// flight is what one shared fetch produced.
-type flight struct {
-	entry      *cache.Entry
-	stored     bool
-	fromCache  bool
-	credential bool // a 401/403 answer to the starter's credentials
-	// Shared tier (fetch/shared.go): shared is a stored entry found there,
-	// remote an answer another replica fetched; private an answer that is
-	// not for other clients; epoch the L1 fence; retention how long a
-	// stored entry is kept.
-	shared, remote, private bool
-	epoch                   uint64
-	retention               time.Duration
-	err                     *upstream.Error
-	attempts                int
 }
 
 // Get answers req from the cache or through one shared upstream fetch. It
@@ -268,10 +227,10 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 			return Result{Entry: cached, Outcome: Hit}
 		}
 		if cached.Revalidatable(now) {
-			f.refresh(req)
+			f.refresh(ctx, req)
 			return Result{Entry: cached, Outcome: Revalidating}
 		}
-		if cached.ServableOnError(now) && f.fetching(req.Key) {
+		if cached.ServableOnError(now) && f.flights.lookup(req.Key) != nil {
 			// Past stale-while-revalidate, but a fetch of this key is
 			// already under way (a slow or hanging upstream): serve the
 			// copy now rather than queue behind it, as nginx's
@@ -295,12 +254,14 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 // only until an attempt fails or stale_wait passes, then gets the copy; the
 // fetch goes on.
 func (f *Fetcher) miss(ctx context.Context, req Request, cached *cache.Entry, ok bool, fwd string) Result {
+	if err := f.prepare(&req); err != nil {
+		return Result{Outcome: Failed, Err: err}
+	}
 	hdr := outgoingHeader(req.Header, req.RemoteAddr)
-	req.client = clientOf(&req)
-	c, led := f.join(req.Key, func(c *call) *flight {
+	c, led := f.join(ctx, req.Key, func(ctx context.Context, c *call) *flight {
 		r := req
 		r.call = c
-		return f.load(&r, hdr, !req.NoCache)
+		return f.load(ctx, &r, hdr, !req.NoCache)
 	})
 	var failed <-chan struct{}
 	var waited <-chan time.Time
@@ -315,31 +276,30 @@ func (f *Fetcher) miss(ctx context.Context, req Request, cached *cache.Entry, ok
 	select {
 	case <-c.done:
 	case <-failed:
-		if !ended(c) {
+		if !c.ended() {
 			return earlyStale(cached, c, led, fwd, c.failStatus, "")
 		}
 	case <-waited:
-		if !ended(c) {
-			return earlyStale(cached, c, led, fwd, 0, "stale-wait")
+		if !c.ended() {
+			return earlyStale(cached, c, led, fwd, 0, DetailStaleWait)
 		}
 	case <-ctx.Done():
-		return Result{Outcome: Failed, Fwd: fwd, Err: &upstream.Error{Status: 499, Code: "client_closed", Msg: "request canceled", Err: ctx.Err()}}
+		return Result{Outcome: Failed, Fwd: fwd, Err: upstream.Canceled(ctx.Err())}
 	}
 	fl := c.fl
 	if !led && fl.credential {
 		// A 401/403 answered the starter's credentials, not ours: try
 		// again alone, with our own.
-		fl = f.load(&req, hdr, false)
+		fl = f.lead(ctx, req.Key, func(ctx context.Context) *flight { return f.load(ctx, &req, hdr, false) })
 		led = true
 	}
 	res := Result{Fwd: fwd}
 	if led {
 		res.Attempts = fl.attempts
-	} else if f.m != nil {
-		f.m.Coalesced.WithLabelValues(req.Route.Pattern).Inc()
+	} else {
+		f.m.Coalesce(req.Route.Pattern)
 	}
-	switch {
-	case fl.err != nil || fl.entry.Status >= 500 || fl.entry.Status == http.StatusTooManyRequests:
+	if fl.err != nil || fl.entry.Status >= 500 || fl.entry.Status == http.StatusTooManyRequests {
 		if ok && cached.ServableOnError(f.now()) {
 			res.Entry, res.Outcome = cached, StaleOnError
 			if fl.err != nil {
@@ -354,59 +314,44 @@ func (f *Fetcher) miss(ctx context.Context, req Request, cached *cache.Entry, ok
 			return res
 		}
 	}
-	res.Entry = fl.entry
-	switch {
-	case fl.shared:
-		res.Outcome = SharedHit
-	case fl.remote:
+	res.Entry, res.Outcome = fl.entry, fl.outcome
+	if !led && (fl.outcome == Stored || fl.outcome == Uncacheable) {
 		res.Outcome = Collapsed
-	case fl.fromCache:
-		res.Outcome = Hit
-	case !led:
-		res.Outcome = Collapsed
-	case fl.stored:
-		res.Outcome = Stored
-	default:
-		res.Outcome = Uncacheable
 	}
 	return res
 }
 
+// prepare names req's client (ClientName, unless the caller did) before a
+// fetch starts.
+func (f *Fetcher) prepare(req *Request) *upstream.Error {
+	if req.Client != "" {
+		return nil
+	}
+	name, err := ClientName(req.Header, req.RemoteAddr)
+	if err != nil {
+		return upstream.As(err)
+	}
+	req.Client = name
+	return nil
+}
+
 // refresh starts one background refresh of req's key unless a fetch of it
-// is under way: a burst of stale hits on one key starts one fetch, not one
-// per hit (the few that race past the check find its call).
-func (f *Fetcher) refresh(req *Request) {
-	if f.fetching(req.Key) {
-		return
+// is under way (join then starts nothing): a burst of stale hits on one key
+// starts one fetch, not one per hit.
+func (f *Fetcher) refresh(ctx context.Context, req *Request) {
+	if f.flights.lookup(req.Key) != nil {
+		return // the cheap check first: the request copy below escapes
 	}
 	r := *req
+	if f.prepare(&r) != nil {
+		return // a bad Kproxy-Client starts nothing
+	}
 	hdr := outgoingHeader(r.Header, r.RemoteAddr)
-	r.client = clientOf(&r)
-	f.join(r.Key, func(c *call) *flight {
+	f.join(ctx, r.Key, func(ctx context.Context, c *call) *flight {
 		rc := r
 		rc.call = c
-		// Check the cache again: a refresh that finished after this
-		// request saw the stale entry must not be repeated.
-		return f.load(&rc, hdr, true)
+		return f.load(ctx, &rc, hdr, true)
 	})
-}
-
-// mark counts a fetch of key starting (+1) or ending (-1).
-func (f *Fetcher) mark(key string, delta int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if n := f.inflight[key] + delta; n > 0 {
-		f.inflight[key] = n
-	} else {
-		delete(f.inflight, key)
-	}
-}
-
-// fetching reports whether an upstream fetch of key is under way.
-func (f *Fetcher) fetching(key string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.inflight[key] > 0
 }
 
 // Wait blocks until shared fetches and background refreshes under way have
@@ -414,42 +359,42 @@ func (f *Fetcher) fetching(key string) bool {
 // HTTP server has stopped (shutdown, tests), before closing the store.
 func (f *Fetcher) Wait() { f.bg.Wait() }
 
-// load makes one upstream fetch for req and stores a storable answer. It
-// runs on a context of its own, bounded by the fetch timeout, so that no
-// waiting client can cancel it. When checkCache is set it first looks again
-// in the cache: a flight that started just after another one stored the
-// key must not fetch it a second time.
-func (f *Fetcher) load(req *Request, hdr http.Header, checkCache bool) (fl *flight) {
+// load makes one upstream fetch for req on ctx (a leader's, see lead) and
+// stores a storable answer.
+//
+// When checkCache is set it first looks in the cache again, as
+// groupcache's load does. The caller's lookup and this flight do not
+// happen at once: request A misses, request B misses too and starts the
+// flight, the flight stores the key and ends (leaving the registry), and
+// only then does A reach join, find no flight, and start a second one.
+// Without this look, A's flight would fetch the key a second time although
+// it is fresh in the cache. Requests that must not be answered from the
+// cache (no-cache) skip it.
+func (f *Fetcher) load(ctx context.Context, req *Request, hdr http.Header, checkCache bool) *flight {
 	epoch, start := f.sharedEpoch(), f.now()
-	f.bg.Add(1)
-	defer f.bg.Done()
-	f.mark(req.Key, 1)
-	defer f.mark(req.Key, -1)
-	defer func() {
-		if p := recover(); p != nil {
-			f.log.Error("panic in shared fetch", "key", req.Key, "panic", fmt.Sprint(p))
-			fl = &flight{err: &upstream.Error{Status: http.StatusInternalServerError, Code: "internal_error", Msg: "internal error"}}
-		}
-	}()
 	if checkCache {
 		if e, ok := f.store.Get(req.Key); ok && e.Fresh(f.now()) {
-			return &flight{entry: e, fromCache: true}
+			return &flight{entry: e, outcome: Hit}
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
-	defer cancel()
+	var claim Claim
 	if f.shared != nil {
-		sfl, claim, done := f.acquireShared(ctx, req, checkCache, start, epoch)
+		sfl, c, done := f.acquireShared(ctx, req, checkCache, start, epoch)
 		if done {
 			return sfl
 		}
+		claim = c
+	}
+	fl := &flight{epoch: epoch}
+	if claim != nil {
 		defer func() { releaseShared(claim, fl) }()
 	}
-	fl = &flight{epoch: epoch}
-	ctx = upstream.WithRoute(ctx, req.Route.Pattern, &fl.attempts)
-	ctx = f.watch(ctx, req) // stale_wait and fair shares (fetch/stale.go)
+	call := &upstream.Call{Route: req.Route.Pattern, Charge: req.Charge, Client: req.Client, Credentials: req.Credentials}
 	if f.up.Signs() {
-		ctx = upstream.WithOwnKey(ctx)
+		call.Credentials = upstream.OwnKey
+	}
+	if req.call != nil {
+		call.OnAttempt = req.call.attempted
 	}
 	var (
 		status int
@@ -458,29 +403,30 @@ func (f *Fetcher) load(req *Request, hdr http.Header, checkCache bool) (fl *flig
 		err    *upstream.Error
 	)
 	if t, ok := f.autoTicker(req); ok {
-		status, header, body, err = f.auto.get(ctx, t, hdr)
+		status, header, body, err = f.auto.get(ctx, call, t, hdr)
 	} else {
-		status, header, body, err = f.get(ctx, req.EscapedPath, req.RawQuery, hdr)
+		status, header, body, err = f.get(ctx, call, req.EscapedPath, req.RawQuery, hdr)
 	}
+	fl.attempts = call.Attempts
 	if err != nil {
 		fl.err = err
 		return fl
 	}
-	f.finish(fl, req, status, header, body)
+	f.finish(fl, req, call.Credentials, status, header, body)
 	return fl
 }
 
 // get makes one upstream GET and reads the whole answer.
-func (f *Fetcher) get(ctx context.Context, escapedPath, rawQuery string, hdr http.Header) (int, http.Header, []byte, *upstream.Error) {
-	resp, err := f.up.Get(ctx, escapedPath, rawQuery, hdr.Clone())
+func (f *Fetcher) get(ctx context.Context, call *upstream.Call, escapedPath, rawQuery string, hdr http.Header) (int, http.Header, []byte, *upstream.Error) {
+	resp, err := f.up.Get(ctx, call, escapedPath, rawQuery, hdr.Clone())
 	if err != nil {
-		return 0, nil, nil, asError(err)
+		return 0, nil, nil, upstream.As(err)
 	}
 	defer resp.Body.Close()
 	if resp.ContentLength > f.maxBody {
 		// Refused on its word: reading 64 MiB only to throw it away would
 		// outlast the fetch.
-		return 0, nil, nil, &upstream.Error{Status: http.StatusBadGateway, Code: "upstream_too_large", Msg: "upstream answer too large"}
+		return 0, nil, nil, &upstream.Error{Status: http.StatusBadGateway, Code: httperr.CodeUpstreamTooLarge, Msg: "upstream answer too large"}
 	}
 	var body []byte
 	if n := resp.ContentLength; n >= 0 && n <= f.maxBody {
@@ -491,27 +437,30 @@ func (f *Fetcher) get(ctx context.Context, escapedPath, rawQuery string, hdr htt
 		body, err = io.ReadAll(io.LimitReader(resp.Body, f.maxBody+1))
 	}
 	if err != nil {
-		return 0, nil, nil, &upstream.Error{Status: http.StatusBadGateway, Code: "upstream_read_failed", Msg: "reading the upstream answer failed", Err: err}
+		return 0, nil, nil, &upstream.Error{Status: http.StatusBadGateway, Code: httperr.CodeUpstreamReadFailed, Msg: "reading the upstream answer failed", Err: err}
 	}
 	if int64(len(body)) > f.maxBody {
-		return 0, nil, nil, &upstream.Error{Status: http.StatusBadGateway, Code: "upstream_too_large", Msg: "upstream answer too large"}
+		return 0, nil, nil, &upstream.Error{Status: http.StatusBadGateway, Code: httperr.CodeUpstreamTooLarge, Msg: "upstream answer too large"}
 	}
 	return resp.StatusCode, resp.Header, body, nil
 }
 
-// finish turns an upstream answer into an entry and stores it if allowed.
-func (f *Fetcher) finish(fl *flight, req *Request, status int, header http.Header, body []byte) {
+// finish turns an upstream answer into an entry and stores it if allowed;
+// cred is the credentials the call carried: a 401/403 answers the
+// client's own only when they were forwarded.
+func (f *Fetcher) finish(fl *flight, req *Request, cred upstream.Credentials, status int, header http.Header, body []byte) {
 	w, retention, storable := f.policy(req.Route, status, header)
 	if status == http.StatusOK && f.xform != nil {
 		body = f.xform(req.Route, body)
 	}
 	fl.entry = cache.NewEntry(req.Key, status, header, body, f.now(), w, storable)
-	fl.credential = (status == http.StatusUnauthorized || status == http.StatusForbidden) && !f.up.Signs()
+	fl.credential = (status == http.StatusUnauthorized || status == http.StatusForbidden) && cred == upstream.Forward
 	_, _, public := f.policy(req.Route, http.StatusOK, header)
 	fl.private = !public
+	fl.outcome = Uncacheable
 	if storable {
 		f.storeFenced(fl, retention)
-		fl.stored = true
+		fl.outcome = Stored
 	}
 }
 
@@ -535,28 +484,19 @@ func (f *Fetcher) policy(rt *route.Route, status int, header http.Header) (cache
 	return cache.Windows{}, 0, false
 }
 
-func asError(err error) *upstream.Error {
-	var e *upstream.Error
-	if errors.As(err, &e) {
-		return e
-	}
-	return &upstream.Error{Status: http.StatusBadGateway, Code: "upstream_error", Msg: "upstream request failed", Err: err}
-}
-
 // dropped are request headers a shared fetch never sends upstream: hop-by-hop
-// ones (RFC 9110 section 7.6.1), and those that would make the upstream
-// answer differ from the one entry kproxy stores for every client
-// (conditionals, encodings, the client's own cache directives).
-var dropped = map[string]bool{
-	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authorization": true,
-	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
-	"Accept-Encoding": true, "If-None-Match": true, "If-Modified-Since": true, "If-Match": true,
-	"If-Unmodified-Since": true, "If-Range": true, "Range": true, "Cache-Control": true, "Pragma": true,
-	"Content-Length": true, "Cookie": true,
-}
+// ones (RFC 9110 section 7.6.1), those that would make the upstream answer
+// differ from the one entry kproxy stores for every client (conditionals,
+// encodings, the client's own cache directives), and kproxy's own
+// Kproxy-Client.
+var dropped = header.Set(
+	"Accept-Encoding", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since",
+	"If-Range", "Range", "Cache-Control", "Pragma", "Content-Length", "Cookie", ClientHeader,
+)
 
 // outgoingHeader is the header a shared fetch sends: the client's
-// end-to-end headers, credentials byte for byte.
+// end-to-end headers, credentials byte for byte (the upstream client strips
+// them for an OwnKey call).
 func outgoingHeader(in http.Header, remoteAddr string) http.Header {
 	out := make(http.Header, len(in)+1)
 	for k, vs := range in {
@@ -565,26 +505,7 @@ func outgoingHeader(in http.Header, remoteAddr string) http.Header {
 		}
 	}
 	if remoteAddr != "" {
-		clientIP := hostOf(remoteAddr)
-		if prior := out["X-Forwarded-For"]; len(prior) > 0 {
-			clientIP = strings.Join(prior, ", ") + ", " + clientIP
-		}
-		out["X-Forwarded-For"] = []string{clientIP}
+		out["X-Forwarded-For"] = header.ForwardedFor(out["X-Forwarded-For"], remoteAddr)
 	}
 	return out
-}
-
-// NoCache reports whether a request's headers ask for a fresh answer
-// (ParseDirectives: no-cache, max-age=0, Pragma: no-cache).
-func NoCache(h http.Header) bool { return ParseDirectives(h).NoCache }
-
-// ClientIP is the address of a request's peer, as X-Forwarded-For records it.
-func ClientIP(r *http.Request) string { return hostOf(r.RemoteAddr) }
-
-func hostOf(addr string) string {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	return host
 }

@@ -87,7 +87,7 @@ func (f *Fetcher) lookupShared(ctx context.Context, key string, now time.Time) (
 	if !ok {
 		return nil, false
 	}
-	left := retainedUntil(e).Sub(now)
+	left := e.RetainedUntil().Sub(now)
 	if left <= 0 {
 		return nil, false
 	}
@@ -101,18 +101,21 @@ func (f *Fetcher) lookupShared(ctx context.Context, key string, now time.Time) (
 // nil, reports the outcome through releaseShared.
 func (f *Fetcher) acquireShared(ctx context.Context, req *Request, checkCache bool, since time.Time, epoch uint64) (fl *flight, claim Claim, done bool) {
 	t := f.shared.Acquire(ctx, req.Key, checkCache, since)
-	if t.Waited && f.m != nil {
-		f.m.Coalesced.WithLabelValues(req.Route.Pattern).Inc()
+	if t.Waited {
+		f.m.Coalesce(req.Route.Pattern)
 	}
 	switch {
 	case t.Claim != nil:
 		return nil, t.Claim, false
 	case t.Err != nil:
-		return &flight{err: t.Err, remote: true}, nil, true
+		return &flight{err: t.Err, outcome: Collapsed}, nil, true
 	case t.Entry != nil:
-		fl = &flight{entry: t.Entry, remote: t.Waited, shared: !t.Waited, fromCache: !t.Waited}
+		fl = &flight{entry: t.Entry, outcome: SharedHit}
+		if t.Waited {
+			fl.outcome = Collapsed // another replica's fetch
+		}
 		if t.Stored {
-			if left := retainedUntil(t.Entry).Sub(f.now()); left > 0 {
+			if left := t.Entry.RetainedUntil().Sub(f.now()); left > 0 {
 				f.setFenced(t.Entry, left, epoch)
 			}
 		}
@@ -131,7 +134,7 @@ func releaseShared(claim Claim, fl *flight) {
 		return
 	}
 	o := SharedOutcome{Entry: fl.entry, Err: fl.err, Private: fl.credential || fl.private}
-	if fl.stored {
+	if fl.outcome == Stored {
 		o.Retention = fl.retention
 	}
 	claim.Done(o)
@@ -159,12 +162,4 @@ func (f *Fetcher) setFenced(e *cache.Entry, retention time.Duration, epoch uint6
 	if f.shared.Epoch() != epoch {
 		f.store.Delete(e.Key)
 	}
-}
-
-// retainedUntil is when e stops being servable in any state.
-func retainedUntil(e *cache.Entry) time.Time {
-	if e.ErrorUntil.After(e.RevalidateUntil) {
-		return e.ErrorUntil
-	}
-	return e.RevalidateUntil
 }

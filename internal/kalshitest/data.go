@@ -61,6 +61,7 @@ type market struct {
 	PreviousPriceDollars     string            `json:"previous_price_dollars"`
 	LiquidityDollars         string            `json:"liquidity_dollars"`
 	SettlementValueDollars   string            `json:"settlement_value_dollars"`
+	SettlementTS             string            `json:"settlement_ts,omitempty"` // set once a market is determined
 	ExpirationValue          string            `json:"expiration_value"`
 	EarlyCloseCondition      string            `json:"early_close_condition"`
 	StrikeType               string            `json:"strike_type"`
@@ -216,6 +217,11 @@ type seriesSpec struct {
 	closeTime      string // "" keeps the template's times
 	expectedExpiry string
 	expiration     string
+	openTime       string // "" keeps the template's open and created times
+
+	// finish, if set, adjusts market i of the event after the generic
+	// fields are filled (status, result and settlement of settled markets).
+	finish func(i int, m *market)
 }
 
 type company struct {
@@ -280,7 +286,7 @@ func (t *templates) defaultSpecs() []seriesSpec {
 		specs = append(specs, t.earningsSpec(c))
 	}
 	specs = append(specs, fedSpec(), syntheticSpec("KXBIGSERIES", 450))
-	return specs
+	return append(specs, cpiSpecs()...)
 }
 
 func (t *templates) earningsSpec(c company) seriesSpec {
@@ -378,7 +384,8 @@ type marketData struct {
 	raw                   []byte // the market object
 	body                  []byte // GET /markets/{ticker}
 	book                  bookSides
-	bookBody              []byte // GET /markets/{ticker}/orderbook (full depth)
+	bookBody              []byte         // GET /markets/{ticker}/orderbook (full depth)
+	hist                  *marketHistory // times, trades and candles (history.go)
 }
 
 // eventData is one event with its pre-marshalled answers.
@@ -407,7 +414,7 @@ type seriesData struct {
 func (t *templates) build(spec seriesSpec) *seriesData {
 	ev := &eventData{ticker: spec.eventTicker, series: spec.ticker}
 	raws := make([][]byte, 0, len(spec.outcomes))
-	for _, o := range spec.outcomes {
+	for i, o := range spec.outcomes {
 		m := t.market
 		m.Ticker = spec.eventTicker + "-" + o.code
 		if sample, ok := t.sampleMarkets[m.Ticker]; ok {
@@ -427,7 +434,13 @@ func (t *templates) build(spec seriesSpec) *seriesData {
 				m.ExpirationTime = spec.expiration
 				m.LatestExpirationTime = spec.expiration
 			}
+			if spec.openTime != "" {
+				m.OpenTime, m.CreatedTime, m.UpdatedTime = spec.openTime, spec.openTime, spec.openTime
+			}
 			setPrices(&m)
+			if spec.finish != nil {
+				spec.finish(i, &m)
+			}
 		}
 		md := &marketData{
 			ticker: m.Ticker,
@@ -436,6 +449,7 @@ func (t *templates) build(spec seriesSpec) *seriesData {
 			status: m.Status,
 			raw:    mustMarshal(m),
 			book:   bookFor(m),
+			hist:   newMarketHistory(m, spec.ticker),
 		}
 		md.body = wrap("market", md.raw)
 		md.bookBody = mustMarshal(orderbook{md.book})
@@ -613,6 +627,10 @@ type universe struct {
 	markets    []*marketData
 	marketBy   map[string]*marketData
 	seriesList []byte // GET /series
+
+	// allTrades is every trade of every market, newest first (trades.go);
+	// built on first use.
+	allTrades func() []*trade
 }
 
 func newUniverse(series []*seriesData) *universe {
@@ -636,6 +654,7 @@ func newUniverse(series []*seriesData) *universe {
 		}
 	}
 	u.seriesList = wrap("series", joinArray(raws))
+	u.allTrades = sync.OnceValue(u.mergeTrades)
 	return u
 }
 

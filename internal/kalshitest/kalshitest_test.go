@@ -249,7 +249,7 @@ func TestMarketsFilters(t *testing.T) {
 		{name: "status settled", query: "series_ticker=KXEARNINGSMENTIONTSLA&status=settled", want: []string{}},
 		{name: "series and foreign tickers", query: "series_ticker=KXEARNINGSMENTIONTSLA&tickers=" + meta + "VR", want: []string{}},
 		{name: "unknown series", query: "series_ticker=KXNOPE", want: []string{}},
-		{name: "no filter", query: "limit=1000", wantN: 8*12 + 5 + 450},
+		{name: "no filter (historical markets left out)", query: "limit=1000", wantN: 8*12 + 5 + 450 + 2*4},
 	}
 	_, srv := start(t)
 	for _, tt := range tests {
@@ -274,6 +274,12 @@ func TestMarketsFilters(t *testing.T) {
 }
 
 func TestBadRequests(t *testing.T) {
+	m := "/series/KXFEDDECISION/markets/KXFEDDECISION-26JUN30-H0/candlesticks?"
+	ok := "start_ts=1780000000&end_ts=1780036000&period_interval=60"
+	many := "x"
+	for i := range 100 {
+		many += ",T" + strconv.Itoa(i)
+	}
 	tests := []struct {
 		name string
 		path string
@@ -292,6 +298,26 @@ func TestBadRequests(t *testing.T) {
 		{"event bad nested flag", "/events/KXFEDDECISION-26JUN30?with_nested_markets=maybe"},
 		{"orderbook bad depth", "/markets/KXFEDDECISION-26JUN30-H0/orderbook?depth=deep"},
 		{"orderbook depth too large", "/markets/KXFEDDECISION-26JUN30-H0/orderbook?depth=101"},
+		{"candles missing start_ts", m + "end_ts=1780036000&period_interval=60"},
+		{"candles missing end_ts", m + "start_ts=1780000000&period_interval=60"},
+		{"candles missing period", m + "start_ts=1780000000&end_ts=1780036000"},
+		{"candles bad period", m + "start_ts=1780000000&end_ts=1780036000&period_interval=5"},
+		{"candles start after end", m + "start_ts=1780036000&end_ts=1780000000&period_interval=60"},
+		{"candles bad ts", m + "start_ts=yesterday&end_ts=1780036000&period_interval=60"},
+		{"candles bad include flag", m + ok + "&include_latest_before_start=maybe"},
+		{"candles too many", m + "start_ts=1770000000&end_ts=1790000000&period_interval=1"},
+		{"event candles missing period", "/series/KXFEDDECISION/events/KXFEDDECISION-26JUN30/candlesticks?start_ts=1&end_ts=2"},
+		{"batch without tickers", "/markets/candlesticks?" + ok},
+		{"batch over 100 tickers", "/markets/candlesticks?market_tickers=" + many + "&" + ok},
+		{"batch bad period", "/markets/candlesticks?market_tickers=KXFEDDECISION-26JUN30-H0&start_ts=1&end_ts=2&period_interval=2"},
+		{"historical candles missing start", "/historical/markets/KXCPIYOY-25SEP-T2.6/candlesticks?end_ts=2&period_interval=60"},
+		{"trades limit too large", "/markets/trades?limit=1001"},
+		{"trades bad min_ts", "/markets/trades?min_ts=soon"},
+		{"trades bad cursor", "/markets/trades?cursor=abc"},
+		{"trades markets cursor", "/markets/trades?cursor=a2Fsc2hpdGVzdDo1"},
+		{"historical trades limit zero", "/historical/trades?limit=0"},
+		{"historical markets bad mve_filter", "/historical/markets?mve_filter=all"},
+		{"historical markets bad cursor", "/historical/markets?cursor=!!"},
 	}
 	_, srv := start(t)
 	for _, tt := range tests {
@@ -369,9 +395,17 @@ func TestSampleShapes(t *testing.T) {
 
 	t.Run("every market has the sample's fields in order", func(t *testing.T) {
 		got := decode[marketsPage](t, get(t, srv.URL+api+"/markets?limit=1000").body)
+		// Settled markets carry settlement_ts after settlement_value_dollars.
+		settledKeys := slices.Clone(wantKeys)
+		i := slices.Index(settledKeys, "settlement_value_dollars")
+		settledKeys = slices.Insert(settledKeys, i+1, "settlement_ts")
 		for _, m := range got.Markets {
-			if k := keys(t, m); !slices.Equal(k, wantKeys) {
-				t.Fatalf("market %s keys = %v, want %v", tickerOf(t, m), k, wantKeys)
+			want := wantKeys
+			if st := decode[struct{ Status string }](t, m).Status; st == "determined" || st == "finalized" {
+				want = settledKeys
+			}
+			if k := keys(t, m); !slices.Equal(k, want) {
+				t.Fatalf("market %s keys = %v, want %v", tickerOf(t, m), k, want)
 			}
 		}
 	})
@@ -516,11 +550,13 @@ func TestEventsAndSeries(t *testing.T) {
 		wantNested bool
 		wantCursor bool
 	}{
-		{"all events", "", 10, false, false},
-		{"nested", "?with_nested_markets=true", 10, true, false},
+		{"all events", "", 14, false, false},
+		{"nested", "?with_nested_markets=true", 14, true, false},
 		{"by series", "?series_ticker=KXFEDDECISION&with_nested_markets=true", 1, true, false},
+		{"by series with several events", "?series_ticker=KXCPIYOY", 4, false, false},
 		{"open", "?status=open", 10, false, false},
-		{"settled", "?status=settled", 0, false, false},
+		{"settled", "?status=settled", 4, false, false},
+		{"closed", "?status=closed", 1, false, false},
 		{"first page", "?limit=4", 4, false, true},
 	}
 	for _, tt := range tests {
@@ -558,7 +594,7 @@ func TestEventsAndSeries(t *testing.T) {
 		want := []string{
 			"KXEARNINGSMENTIONMETA", "KXEARNINGSMENTIONTSLA", "KXEARNINGSMENTIONNVDA", "KXEARNINGSMENTIONAAPL",
 			"KXEARNINGSMENTIONMSFT", "KXEARNINGSMENTIONAMZN", "KXEARNINGSMENTIONGOOGL", "KXEARNINGSMENTIONNFLX",
-			"KXFEDDECISION", "KXBIGSERIES",
+			"KXFEDDECISION", "KXBIGSERIES", "KXCPIYOY",
 		}
 		if !slices.Equal(tickers, want) {
 			t.Errorf("series = %v, want %v", tickers, want)
@@ -1207,8 +1243,8 @@ func TestAddSeries(t *testing.T) {
 					Ticker string `json:"ticker"`
 				} `json:"series"`
 			}](t, get(t, srv.URL+api+"/series").body).Series
-			if n := len(series); n != 10 && n != 11 {
-				t.Errorf("len(series) = %d, want 10 (replaced) or 11 (added)", n)
+			if n := len(series); n != 11 && n != 12 {
+				t.Errorf("len(series) = %d, want 11 (replaced) or 12 (added)", n)
 			}
 		})
 	}

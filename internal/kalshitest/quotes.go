@@ -110,7 +110,7 @@ func (s *Server) updateMarkets(fn func(*market) bool, tickers []string) error {
 			panic("kalshitest: " + err.Error())
 		}
 		fn(&m)
-		nd := &marketData{ticker: md.ticker, event: md.event, series: md.series, status: m.Status, raw: mustMarshal(m), book: bookFor(m)}
+		nd := &marketData{ticker: md.ticker, event: md.event, series: md.series, status: m.Status, raw: mustMarshal(m), book: bookFor(m), hist: md.hist}
 		nd.body = wrap("market", nd.raw)
 		nd.bookBody = mustMarshal(orderbook{nd.book})
 		changed[t] = nd

@@ -23,6 +23,15 @@ func (s *Server) routes() *http.ServeMux {
 	mux.HandleFunc("GET "+apiPrefix+"/markets", s.getMarkets)
 	mux.HandleFunc("GET "+apiPrefix+"/markets/{ticker}", s.getMarket)
 	mux.HandleFunc("GET "+apiPrefix+"/markets/{ticker}/orderbook", s.getOrderbook)
+	mux.HandleFunc("GET "+apiPrefix+"/markets/trades", s.getTrades)
+	mux.HandleFunc("GET "+apiPrefix+"/markets/candlesticks", s.getBatchCandles)
+	mux.HandleFunc("GET "+apiPrefix+"/series/{series_ticker}/markets/{ticker}/candlesticks", s.getMarketCandles)
+	mux.HandleFunc("GET "+apiPrefix+"/series/{series_ticker}/events/{event_ticker}/candlesticks", s.getEventCandles)
+	mux.HandleFunc("GET "+apiPrefix+"/historical/cutoff", s.getHistoricalCutoff)
+	mux.HandleFunc("GET "+apiPrefix+"/historical/markets", s.getHistoricalMarkets)
+	mux.HandleFunc("GET "+apiPrefix+"/historical/markets/{ticker}", s.getHistoricalMarket)
+	mux.HandleFunc("GET "+apiPrefix+"/historical/markets/{ticker}/candlesticks", s.getHistoricalCandles)
+	mux.HandleFunc("GET "+apiPrefix+"/historical/trades", s.getHistoricalTrades)
 	mux.HandleFunc("GET "+apiPrefix+"/events", s.getEvents)
 	mux.HandleFunc("GET "+apiPrefix+"/events/{event_ticker}", s.getEvent)
 	mux.HandleFunc("GET "+apiPrefix+"/series", s.getSeriesList)
@@ -45,12 +54,7 @@ func (s *Server) notFound(w http.ResponseWriter, _ *http.Request) {
 // GET /markets
 func (s *Server) getMarkets(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	limit, err := limitParam(q, 100, 1000)
-	if err != nil {
-		badRequest(w, err)
-		return
-	}
-	offset, err := decodeCursor(q.Get("cursor"))
+	limit, offset, err := pageParams(q, 100, 1000)
 	if err != nil {
 		badRequest(w, err)
 		return
@@ -61,13 +65,7 @@ func (s *Server) getMarkets(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	seriesTicker, eventTicker := q.Get("series_ticker"), q.Get("event_ticker")
-	var tickers map[string]bool
-	if list := splitList(q["tickers"]); len(list) > 0 {
-		tickers = make(map[string]bool, len(list))
-		for _, t := range list {
-			tickers[t] = true
-		}
-	}
+	tickers := setOf(splitList(q["tickers"]))
 
 	u := s.data.Load()
 	candidates := u.markets
@@ -87,7 +85,8 @@ func (s *Server) getMarkets(w http.ResponseWriter, r *http.Request) {
 	}
 	var selected [][]byte
 	for _, m := range candidates {
-		if (seriesTicker != "" && m.series != seriesTicker) ||
+		if s.historical(m) ||
+			(seriesTicker != "" && m.series != seriesTicker) ||
 			(eventTicker != "" && m.event != eventTicker) ||
 			(status != "" && !statusMatches(status, m.status)) ||
 			(tickers != nil && !tickers[m.ticker]) {
@@ -101,19 +100,15 @@ func (s *Server) getMarkets(w http.ResponseWriter, r *http.Request) {
 
 // GET /markets/{ticker}
 func (s *Server) getMarket(w http.ResponseWriter, r *http.Request) {
-	m := s.data.Load().marketBy[r.PathValue("ticker")]
-	if m == nil {
-		s.notFound(w, r)
-		return
+	if m := s.liveMarket(w, r); m != nil {
+		writeJSON(w, http.StatusOK, m.body)
 	}
-	writeJSON(w, http.StatusOK, m.body)
 }
 
 // GET /markets/{ticker}/orderbook
 func (s *Server) getOrderbook(w http.ResponseWriter, r *http.Request) {
-	m := s.data.Load().marketBy[r.PathValue("ticker")]
+	m := s.liveMarket(w, r)
 	if m == nil {
-		s.notFound(w, r)
 		return
 	}
 	depth := 0
@@ -136,12 +131,7 @@ func (s *Server) getOrderbook(w http.ResponseWriter, r *http.Request) {
 // GET /events
 func (s *Server) getEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	limit, err := limitParam(q, 200, 200)
-	if err != nil {
-		badRequest(w, err)
-		return
-	}
-	offset, err := decodeCursor(q.Get("cursor"))
+	limit, offset, err := pageParams(q, 200, 200)
 	if err != nil {
 		badRequest(w, err)
 		return
@@ -306,6 +296,17 @@ func limitParam(q url.Values, def, maxLimit int) (int, error) {
 		return 0, fmt.Errorf("invalid limit %q: want an integer in [1, %d]", v, maxLimit)
 	}
 	return n, nil
+}
+
+// pageParams parses limit (see limitParam) and cursor (see decodeCursor).
+func pageParams(q url.Values, def, maxLimit int) (limit, offset int, err error) {
+	if limit, err = limitParam(q, def, maxLimit); err != nil {
+		return 0, 0, err
+	}
+	if offset, err = decodeCursor(q.Get("cursor")); err != nil {
+		return 0, 0, err
+	}
+	return limit, offset, nil
 }
 
 // boolParam parses an optional boolean query parameter (false when absent).

@@ -20,8 +20,9 @@
 //
 // # Data universe
 //
-// [New] serves these series, in this order; every series S has exactly one
-// event S-26JUN30, and every market is "active" (status filter "open"):
+// [New] serves these series, in this order; every series S but KXCPIYOY has
+// exactly one event S-26JUN30 whose markets are all "active" (status filter
+// "open"):
 //
 //   - KXEARNINGSMENTION{META,TSLA,NVDA,AAPL,MSFT,AMZN,GOOGL,NFLX}: 12 markets
 //     each, e.g. KXEARNINGSMENTIONMETA-26JUN30-VR. The first three META
@@ -29,6 +30,27 @@
 //   - KXFEDDECISION: 5 markets (H26, H25, H0, C25, C26).
 //   - KXBIGSERIES: 450 markets KXBIGSERIES-26JUN30-M001 ... -M450, for
 //     pagination tests.
+//   - KXCPIYOY: settled data, four events of four markets each (-T2.6, -T2.8,
+//     -T3.0, -T3.2, e.g. KXCPIYOY-26MAR-T2.8). KXCPIYOY-25SEP and -25OCT
+//     (settled 2025-10-15 and 2025-11-13, before the default historical
+//     cutoff) and KXCPIYOY-26MAR (settled 2026-04-10) have all their markets
+//     "finalized"; KXCPIYOY-26APR (settled 2026-05-12) is a mix: T2.6 and T2.8
+//     "finalized", T3.0 "determined", T3.2 "closed". Determined and finalized
+//     markets carry result, settlement_value_dollars, settlement_ts and
+//     expiration_value.
+//
+// Every market also has a deterministic trade tape between its open_time
+// and close_time (thousands of trades for KXFEDDECISION and KXCPIYOY
+// markets, hundreds for earnings markets, tens for synthetic ones; see
+// [Server.TradeCount]) and deterministic candlesticks, both generated lazily
+// per market. Which trades and candles exist depends on the fake's clock
+// ([WithNow], [Server.SetNow]): nothing after now, and the candle of the
+// period holding now is partial and changes as now advances, while a window
+// that ends before now (or after close_time) never changes. The historical
+// cutoff ([WithHistoricalCutoff], [Server.SetHistoricalCutoff], default
+// 2026-01-01T00:00:00Z) splits the data like Kalshi does: markets settled
+// before it, with their candles, are served only by /historical/markets...,
+// and trades created before it only by /historical/trades.
 //
 // [Server.AddSeries] appends more series; [Server.MarketTickers] lists a
 // series' markets. All values are deterministic: two Servers serve
@@ -49,13 +71,27 @@
 //	GET  /events/{event_ticker}       with_nested_markets
 //	GET  /series                      {"series":[...]}
 //	GET  /series/{series_ticker}      {"series":{...}}
+//	GET  /markets/trades              ticker, min_ts, max_ts (Unix s, inclusive), is_block_trade, limit (1-1000, default 100), cursor; newest first
+//	GET  /markets/candlesticks        market_tickers (1-100), start_ts, end_ts, period_interval (1, 60, 1440), include_latest_before_start
+//	GET  /series/{s}/markets/{ticker}/candlesticks       start_ts, end_ts, period_interval, include_latest_before_start
+//	GET  /series/{s}/events/{event_ticker}/candlesticks  start_ts, end_ts, period_interval; adjusted_end_ts
+//	GET  /historical/cutoff           market_settled_ts, trades_created_ts, ... (RFC 3339)
+//	GET  /historical/markets          series_ticker, event_ticker, tickers, mve_filter, limit (1-1000, default 100), cursor
+//	GET  /historical/markets/{ticker} {"market":{...}}
+//	GET  /historical/markets/{ticker}/candlesticks       as the live route
+//	GET  /historical/trades           as /markets/trades, for trades created before the cutoff
 //	GET  /exchange/status             {"exchange_active":true,"trading_active":true}
 //	GET  /portfolio/balance           requires KALSHI-ACCESS-* headers
 //	POST /portfolio/orders            requires KALSHI-ACCESS-* headers; 201 {"order":{...}}
 //	POST /portfolio/events/orders     same as POST /portfolio/orders
 //
-// Cursors are opaque strings; the last page has "cursor":"". Routes
-// registered with [Server.Handle] take precedence over these.
+// Cursors are opaque strings; the last page has "cursor":"". A trades
+// cursor names the last trade served, so walking the pages of a window yields
+// each trade once even while the clock moves. A candlestick's end_period_ts
+// is a multiple of the period (UTC-aligned) and the candle covers
+// (end_period_ts - period, end_period_ts]; an answer holds at most 10 000
+// candles (400 beyond, except the event route, which moves adjusted_end_ts
+// back). Routes registered with [Server.Handle] take precedence over these.
 //
 // # WebSocket
 //
@@ -122,6 +158,9 @@ type Server struct {
 	override  atomic.Pointer[http.ServeMux]
 
 	ws *wsHub // the WebSocket side (ws.go)
+
+	now    atomic.Pointer[func() time.Time] // never nil after New
+	cutoff atomic.Int64                     // historical cutoff, Unix seconds
 
 	publicKey atomic.Pointer[rsa.PublicKey]
 	latency   atomic.Int64 // time.Duration
@@ -211,18 +250,29 @@ type activeFault struct {
 
 // New returns a Server serving the default data universe (see the package
 // documentation), with no latency, no fault, no stall and no signature
-// verification.
-func New() *Server {
+// verification, the wall clock and [DefaultHistoricalCutoffUnix], as changed by
+// opts.
+func New(opts ...Option) *Server {
 	s := &Server{
 		tpl:    loadTemplates(),
 		byPath: make(map[string]int),
 		byURI:  make(map[string]int),
 		ws:     newWSHub(),
 	}
-	specs := s.tpl.defaultSpecs()
-	series := make([]*seriesData, len(specs))
-	for i, spec := range specs {
-		series[i] = s.tpl.build(spec)
+	s.SetNow(nil)
+	s.cutoff.Store(DefaultHistoricalCutoffUnix)
+	for _, o := range opts {
+		o(s)
+	}
+	var series []*seriesData
+	for _, spec := range s.tpl.defaultSpecs() {
+		sd := s.tpl.build(spec)
+		// Consecutive specs of one series are events of that series.
+		if n := len(series); n > 0 && series[n-1].ticker == sd.ticker {
+			series[n-1].events = append(series[n-1].events, sd.events...)
+			continue
+		}
+		series = append(series, sd)
 	}
 	s.data.Store(newUniverse(series))
 	s.builtin = s.routes()

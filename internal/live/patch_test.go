@@ -16,6 +16,7 @@ import (
 
 	"github.com/kproxy/kproxy/cache"
 	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/fetch"
 	"github.com/kproxy/kproxy/internal/kalshitest"
 	"github.com/kproxy/kproxy/internal/legacy"
 	"github.com/kproxy/kproxy/internal/route"
@@ -260,7 +261,7 @@ func TestPushPatchesSingleMarketExactly(t *testing.T) {
 	if !e.FetchedAt.Equal(t0) || !e.FreshUntil.Equal(t0.Add(time.Minute)) {
 		t.Errorf("fetched %v fresh until %v, want %v and %v", e.FetchedAt, e.FreshUntil, t0, t0.Add(time.Minute))
 	}
-	if _, cs := e.HitHeaders(t0.Add(10 * time.Second)); cs[0] != "kproxy; hit; ttl=50; detail=pushed" {
+	if _, cs := e.HitHeaders(t0.Add(10*time.Second), fetch.HitStatus); cs[0] != "kproxy; hit; ttl=50; detail=pushed" {
 		t.Errorf("Cache-Status = %q, want kproxy; hit; ttl=50; detail=pushed", cs[0])
 	}
 	// The same push again changes nothing (the entry is not rebuilt).

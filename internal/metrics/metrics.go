@@ -4,14 +4,19 @@ package metrics
 
 import (
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Metrics holds every kproxy metric. A nil *Metrics is valid and records
-// nothing, so components can run without observability (benchmarks do).
+// Metrics holds every kproxy metric. Its methods are safe on a nil
+// *Metrics and record nothing then, so components run without
+// observability (benchmarks do) with no nil checks of their own. The fields
+// are nil on a nil *Metrics: record through the methods; use a field only
+// on a Metrics from New.
 type Metrics struct {
 	Registry *prometheus.Registry
 
@@ -153,4 +158,105 @@ func (m *Metrics) Traffic() prometheus.Gatherer {
 	reg.MustRegister(m.Requests, m.RequestDuration, m.UpstreamRequests, m.Coalesced,
 		m.CacheItems, m.CacheBytes, m.CacheEvictions, m.BreakerState)
 	return reg
+}
+
+// Request records one answered request of route (a template, or "other")
+// with its cache outcome (X-Cache words, BYPASS, or "" for kproxy's own
+// routes).
+func (m *Metrics) Request(route, method string, status int, cache string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.Requests.WithLabelValues(route, method, Code(status), cache).Inc()
+	m.RequestDuration.WithLabelValues(route, cache).Observe(d.Seconds())
+}
+
+// Upstream records one upstream attempt of route ("" counts as "other"):
+// its status, or "error" when err is set, and how long it took.
+func (m *Metrics) Upstream(route string, status int, err error, d time.Duration) {
+	if m == nil {
+		return
+	}
+	if route == "" {
+		route = "other"
+	}
+	code := "error"
+	if err == nil {
+		code = Code(status)
+	}
+	m.UpstreamRequests.WithLabelValues(route, code).Inc()
+	m.UpstreamDuration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// Coalesce records a request of route that waited on another's fetch.
+func (m *Metrics) Coalesce(route string) {
+	if m != nil {
+		m.Coalesced.WithLabelValues(route).Inc()
+	}
+}
+
+// Retry records an upstream retry for reason (a status, or "connection").
+func (m *Metrics) Retry(reason string) {
+	if m != nil {
+		m.UpstreamRetries.WithLabelValues(reason).Inc()
+	}
+}
+
+// RateWait records a wait for a rate-limit token.
+func (m *Metrics) RateWait(d time.Duration) {
+	if m != nil {
+		m.RateLimitWait.Observe(d.Seconds())
+	}
+}
+
+// AutoBatch records n single-market misses fetched in one combined call.
+func (m *Metrics) AutoBatch(n int) {
+	if m != nil {
+		m.AutoBatched.Add(float64(n))
+	}
+}
+
+// BatchItem records one answered batch item.
+func (m *Metrics) BatchItem(status int) {
+	if m != nil {
+		m.BatchItems.WithLabelValues(Code(status)).Inc()
+	}
+}
+
+// Evicted records one entry evicted from the cache.
+func (m *Metrics) Evicted() {
+	if m != nil {
+		m.CacheEvictions.Inc()
+	}
+}
+
+// SetBreaker records the breaker's state (0 closed, 1 half-open, 2 open).
+func (m *Metrics) SetBreaker(state int) {
+	if m != nil {
+		m.BreakerState.Set(float64(state))
+	}
+}
+
+// SetBudget records the configured upstream rate of kind (read, write).
+func (m *Metrics) SetBudget(kind string, perSec float64) {
+	if m != nil {
+		m.UpstreamBudget.WithLabelValues(kind).Set(perSec)
+	}
+}
+
+// codes are the label values of the statuses kproxy answers, made once.
+var codes = func() (t [600]string) {
+	for i := range t {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()
+
+// Code is the label value of an HTTP status; it does not allocate for a
+// status below 600.
+func Code(status int) string {
+	if status >= 0 && status < len(codes) {
+		return codes[status]
+	}
+	return strconv.Itoa(status)
 }

@@ -35,16 +35,28 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("redistest: redis-server not found (apt-get install redis-server): %v", err)
 	}
+	s := &Server{t: t, bin: bin, port: freePort(t)}
+	s.start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// ClosedURL is the redis:// URL of a loopback port nothing listens on: a
+// Redis that is down from the start (dials are refused at once).
+func ClosedURL(t testing.TB) string {
+	t.Helper()
+	return "redis://127.0.0.1:" + strconv.Itoa(freePort(t))
+}
+
+// freePort is a loopback port free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	s := &Server{t: t, bin: bin, port: port}
-	s.start()
-	t.Cleanup(s.Kill)
-	return s
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // Addr is host:port.
@@ -53,58 +65,63 @@ func (s *Server) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 // URL is the redis:// URL of the server.
 func (s *Server) URL() string { return "redis://" + s.Addr() }
 
+// readyLine is what redis-server logs (at notice level) once it accepts
+// connections.
+const readyLine = "Ready to accept connections"
+
 func (s *Server) start() {
 	s.t.Helper()
+	out := &output{ready: make(chan struct{})}
 	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning",
+		"--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "notice",
 		"--dir", s.t.TempDir())
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		s.t.Fatalf("redistest: %v", err)
-	}
-	cmd.Stderr = cmd.Stdout
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("redistest: starting redis-server: %v", err)
 	}
-	var logMu sync.Mutex
-	var log strings.Builder
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			logMu.Lock()
-			log.WriteString(sc.Text() + "\n")
-			logMu.Unlock()
-		}
-	}()
 	s.mu.Lock()
 	s.cmd = cmd
 	s.mu.Unlock()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if s.ping() == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			logMu.Lock()
-			defer logMu.Unlock()
-			s.t.Fatalf("redistest: redis-server on %s did not answer within 10s; output:\n%s", s.Addr(), log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	select {
+	case <-out.ready:
+	case <-time.After(10 * time.Second):
+		s.t.Fatalf("redistest: redis-server on %s did not accept connections within 10s; output:\n%s", s.Addr(), out)
 	}
+	if err := s.ping(); err != nil {
+		s.t.Fatalf("redistest: redis-server on %s: %v; output:\n%s", s.Addr(), err, out)
+	}
+}
+
+// output keeps redis-server's log and closes ready at readyLine.
+type output struct {
+	ready chan struct{}
+
+	// mu guards log and seen (ready is closed).
+	mu   sync.Mutex
+	log  strings.Builder
+	seen bool
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.log.Write(p)
+	if !o.seen && strings.Contains(o.log.String(), readyLine) {
+		o.seen = true
+		close(o.ready)
+	}
+	return len(p), nil
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.log.String()
 }
 
 // ping sends PING over a raw connection.
 func (s *Server) ping() error {
-	conn, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(500 * time.Millisecond))
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
+	line, err := s.do(200*time.Millisecond, 500*time.Millisecond, "PING")
 	if err != nil {
 		return err
 	}
@@ -117,12 +134,17 @@ func (s *Server) ping() error {
 // Do sends one command over a raw connection and returns the first line
 // of the reply (tests that need no client).
 func (s *Server) Do(args ...string) (string, error) {
-	conn, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	return s.do(time.Second, 2*time.Second, args...)
+}
+
+// do sends one command, dialing within dial and done within total.
+func (s *Server) do(dial, total time.Duration, args ...string) (string, error) {
+	conn, err := net.DialTimeout("tcp", s.Addr(), dial)
 	if err != nil {
 		return "", err
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	conn.SetDeadline(time.Now().Add(total))
 	var b strings.Builder
 	fmt.Fprintf(&b, "*%d\r\n", len(args))
 	for _, a := range args {

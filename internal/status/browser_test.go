@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -140,22 +141,37 @@ func TestStatusPageInBrowser(t *testing.T) {
 	} else {
 		want = k.traffic(t)
 	}
-	// The page polls every 2 s and the collector samples every second:
-	// the numbers must arrive within a few periods.
-	waitField(t, bctx, "requests.total", strconv.Itoa(want.total))
-	if want.from429 >= 0 {
-		waitField(t, bctx, "rate_limited.from_kalshi", strconv.Itoa(want.from429))
+	// A script polling the market list every 3 s, slower than its ttl:
+	// each poll finds an expired copy and costs one upstream call (the
+	// first a fetch, the others a STALE's background refresh). Fed to the
+	// ledger as the proxy reports such a poller.
+	led := k.app.Status.Ledger()
+	led.Request(marketList, "nvda-poller", "MISS", false)
+	led.Upstream(marketList, "nvda-poller")
+	for range 5 {
+		led.Request(marketList, "nvda-poller", "STALE", true)
+		led.Upstream(marketList, "nvda-poller")
 	}
-	page := fields(t, bctx)
 	r, body := k.report()
 	var doc map[string]any
 	if err := json.Unmarshal(body, &doc); err != nil {
 		t.Fatal(err)
 	}
+	// The page polls every 2 s and the collector samples every second:
+	// the numbers must arrive within a few periods.
+	waitField(t, bctx, "requests.total", strconv.FormatInt(r.Requests.Total, 10))
+	waitField(t, bctx, "upstream_calls_avoided.upstream", strconv.FormatInt(r.Avoided.Upstream, 10))
+	waitField(t, bctx, "passed_through", strconv.FormatInt(r.PassedThrough, 10))
+	if want.from429 >= 0 {
+		waitField(t, bctx, "rate_limited.from_kalshi", strconv.Itoa(want.from429))
+	}
+	page := fields(t, bctx)
 	stable := []string{
-		"version", "upstream", "breaker.state", "requests.total", "requests.hit", "requests.stale",
-		"requests.miss", "requests.bypass", "never_reached_kalshi.count", "never_reached_kalshi.since_start",
-		"hit_ratio.since_start", "rate_limited.from_kalshi", "rate_limited.by_kproxy",
+		"version", "upstream", "breaker.state",
+		"upstream_calls_avoided.share", "upstream_calls_avoided.count", "upstream_calls_avoided.requests",
+		"upstream_calls_avoided.upstream", "hit_ratio.since_start", "stale_ratio.since_start",
+		"requests.total", "requests.hit", "requests.stale", "requests.miss", "passed_through",
+		"rate_limited.from_kalshi", "rate_limited.by_kproxy",
 		"upstream_budget.total", "upstream_budget.read_rate", "upstream_budget.write_rate", "upstream_budget.tier",
 		"cache.items", "cache.bytes", "cache.max_bytes", "redis", "live",
 	}
@@ -164,19 +180,45 @@ func TestStatusPageInBrowser(t *testing.T) {
 			t.Errorf("page %s = %q, /status.json has %q", f, got, want)
 		}
 	}
-	if shot == "" {
-		if r.Requests.Hit != int64(want.hits) || r.Requests.Miss != int64(want.misses) || r.TooMany.ByKproxy != 1 {
-			t.Errorf("/status.json requests %+v, 429s %+v; want %d hits, %d misses, 1 429 given", r.Requests, r.TooMany, want.hits, want.misses)
+	if shot == "" && (r.PassedThrough != 1 || r.TooMany.ByKproxy != 1) {
+		t.Errorf("/status.json passed_through %d, 429s %+v; want 1 pass-through, 1 429 given", r.PassedThrough, r.TooMany)
+	}
+	// The headline: its title, and the share as a percentage.
+	title, err := chromedp.Run(bctx, chromedp.Evaluate[string](`document.querySelector(".hero h2").textContent`))
+	if err != nil || strings.TrimSpace(title) != "Upstream calls avoided" {
+		t.Errorf("headline title = %q (%v), want %q", title, err, "Upstream calls avoided")
+	}
+	big, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`.hero .big`)))
+	if wantBig := percent(r.Avoided.Share); err != nil || strings.TrimSpace(big) != wantBig {
+		t.Errorf("headline = %q (%v), want %q", big, err, wantBig)
+	}
+	// The slow poller is named in a plain sentence.
+	if len(r.Advice) != 1 || !strings.HasPrefix(r.Advice[0], "Clients poll "+marketList+" slower than its ttl") {
+		t.Fatalf("advice = %q, want one sentence on %s", r.Advice, marketList)
+	}
+	if _, err := chromedp.Run(bctx, chromedp.Poll[bool](fmt.Sprintf(`(document.querySelector("#advice p") || {}).textContent === %q`, r.Advice[0]),
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Errorf("the page does not show the advice %q: %v", r.Advice[0], err)
+	}
+	// The route table: the busiest route's row matches the JSON, and the
+	// poller's row and client are charged its 6 requests and 6 calls.
+	cell := func(table, key string, col int) string {
+		t.Helper()
+		js := fmt.Sprintf(`(function(){var c=document.querySelector('#%s tr[data-key=%q] td:nth-child(%d)');return c?c.getAttribute("data-value"):"absent";})()`, table, key, col)
+		v, err := chromedp.Run(bctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("reading %s %s: %v", table, key, err)
 		}
+		return v
 	}
-	text, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`.hero [data-f="requests.total"]`)))
-	if err != nil || strings.ReplaceAll(strings.TrimSpace(text), ",", "") != strconv.Itoa(want.total) {
-		t.Errorf("shown total = %q (%v), want %d", text, err, want.total)
+	if got := cell("routes", r.Routes[0].Route, 3); got != strconv.FormatInt(r.Routes[0].Requests, 10) {
+		t.Errorf("route row %s requests = %q, want %d", r.Routes[0].Route, got, r.Routes[0].Requests)
 	}
-	// The route table: the busiest route's row matches the JSON.
-	row := fmt.Sprintf(`document.querySelector('tr[data-route="%s"] td:nth-child(2)').getAttribute("data-value")`, r.Routes[0].Route)
-	if got, err := chromedp.Run(bctx, chromedp.Evaluate[string](row)); err != nil || got != strconv.FormatInt(r.Routes[0].Requests, 10) {
-		t.Errorf("route row %s requests = %q (%v), want %d", r.Routes[0].Route, got, err, r.Routes[0].Requests)
+	if req, up := cell("routes", marketList, 3), cell("routes", marketList, 7); req != "6" || up != "6" {
+		t.Errorf("route row %s: %s requests, %s upstream; want 6, 6", marketList, req, up)
+	}
+	if req, up := cell("clients", "nvda-poller", 2), cell("clients", "nvda-poller", 3); req != "6" || up != "6" {
+		t.Errorf("client nvda-poller: %s requests, %s upstream; want 6, 6", req, up)
 	}
 	lines, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#c-outcomes path.line").length`))
 	if err != nil || lines == 0 {
@@ -238,6 +280,21 @@ func TestStatusPageInBrowser(t *testing.T) {
 			t.Errorf("the page requested %q: not 127.0.0.1", u)
 		}
 	}
+}
+
+// marketList is the route the test's slow poller asks for.
+const marketList = "/trade-api/v2/markets"
+
+// percent formats a share as the page does.
+func percent(v *float64) string {
+	if v == nil {
+		return "–"
+	}
+	digits := 1
+	if *v == 0 || math.Abs(*v) >= 0.9995 {
+		digits = 0
+	}
+	return strconv.FormatFloat(*v*100, 'f', digits, 64) + "%"
 }
 
 // expected is what a workload should leave on the page.

@@ -4,7 +4,6 @@ import (
 	"math"
 	"net/http"
 	"slices"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -15,85 +14,45 @@ const (
 	mRequests  = "kproxy_requests_total"
 	mDuration  = "kproxy_request_duration_seconds"
 	mUpstream  = "kproxy_upstream_requests_total"
-	mCoalesced = "kproxy_coalesced_total"
 	mItems     = "kproxy_cache_items"
 	mBytes     = "kproxy_cache_bytes"
 	mEvictions = "kproxy_cache_evictions_total"
 	mBreaker   = "kproxy_breaker_state"
 )
 
-// routeStats are one route's counters since start, merged over the other
-// labels.
-type routeStats struct {
-	requests         float64
-	hit, stale, miss float64
-	upstream         float64
-	// buckets are the cumulative latency histogram: counts[i] requests
-	// took at most bounds[i] seconds; count is the total.
+// latency is one route's cumulative latency histogram since start, merged
+// over the other labels: counts[i] requests took at most bounds[i]
+// seconds; count is the total.
+type latency struct {
 	bounds, counts []float64
 	count          float64
 }
 
-// shownRoute reports whether a route label belongs in the per-route table:
-// the API and the batch endpoints, not kproxy's own pages and probes.
-// Route labels are templates (package route), never raw paths.
-func shownRoute(r string) bool {
-	return strings.HasPrefix(r, "/trade-api/") || r == "/batch" || strings.HasPrefix(r, "/batch/")
-}
-
-// read takes one sample and the per-route counters from the families g
-// gathers. Families it does not know are ignored; missing ones read as 0.
-// A partial gather is used as far as it goes; err is set only when g
-// gathered nothing.
-func read(g prometheus.Gatherer) (sample, map[string]*routeStats, error) {
+// read takes one sample of the registry's figures (pass-throughs, every
+// upstream attempt, 429s, the cache, the breaker) and the per-route
+// latency histograms from the families g gathers. Families it does not
+// know are ignored; missing ones read as 0. A partial gather is used as
+// far as it goes; err is set only when g gathered nothing.
+func read(g prometheus.Gatherer) (sample, map[string]*latency, error) {
 	var s sample
-	routes := map[string]*routeStats{}
+	routes := map[string]*latency{}
 	mfs, err := g.Gather()
 	if err != nil && len(mfs) == 0 {
 		return s, routes, err
-	}
-	rs := func(name string) *routeStats {
-		st := routes[name]
-		if st == nil {
-			st = &routeStats{}
-			routes[name] = st
-		}
-		return st
 	}
 	for _, mf := range mfs {
 		switch mf.GetName() {
 		case mRequests:
 			for _, m := range mf.GetMetric() {
 				v := m.GetCounter().GetValue()
-				rt, method, code, outcome := label(m, "route"), label(m, "method"), label(m, "code"), label(m, "cache")
-				switch outcome {
-				case "HIT":
-					s.hit += v
-				case "STALE":
-					s.stale += v
-				case "MISS":
-					s.miss += v
-				case "BYPASS":
+				if label(m, "cache") == "BYPASS" {
 					s.bypass += v
-					if method != http.MethodGet && method != http.MethodHead {
+					if method := label(m, "method"); method != http.MethodGet && method != http.MethodHead {
 						s.writes += v
 					}
 				}
-				if code == "429" {
+				if label(m, "code") == "429" {
 					s.given429 += v
-				}
-				if !shownRoute(rt) {
-					continue
-				}
-				st := rs(rt)
-				st.requests += v
-				switch outcome {
-				case "HIT":
-					st.hit += v
-				case "STALE":
-					st.stale += v
-				case "MISS":
-					st.miss += v
 				}
 			}
 		case mUpstream:
@@ -103,21 +62,19 @@ func read(g prometheus.Gatherer) (sample, map[string]*routeStats, error) {
 				if label(m, "code") == "429" {
 					s.from429 += v
 				}
-				if rt := label(m, "route"); shownRoute(rt) {
-					rs(rt).upstream += v
-				}
-			}
-		case mCoalesced:
-			for _, m := range mf.GetMetric() {
-				s.collapsed += m.GetCounter().GetValue()
 			}
 		case mDuration:
 			for _, m := range mf.GetMetric() {
 				rt := label(m, "route")
-				if !shownRoute(rt) {
+				if !countedRoute(rt) {
 					continue
 				}
-				rs(rt).addHistogram(m.GetHistogram())
+				lt := routes[rt]
+				if lt == nil {
+					lt = &latency{}
+					routes[rt] = lt
+				}
+				lt.add(m.GetHistogram())
 			}
 		case mItems:
 			s.cacheItems = gauge(mf)
@@ -154,9 +111,9 @@ func gauge(mf *dto.MetricFamily) float64 {
 	return v
 }
 
-// addHistogram merges h (same buckets as the others of the route, as one
+// add merges h (same buckets as the others of the route, as one
 // HistogramVec guarantees) into the route's latency histogram.
-func (st *routeStats) addHistogram(h *dto.Histogram) {
+func (st *latency) add(h *dto.Histogram) {
 	bs := h.GetBucket()
 	if st.bounds == nil {
 		st.bounds = make([]float64, len(bs))

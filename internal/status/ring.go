@@ -7,13 +7,16 @@ import "time"
 type sample struct {
 	at time.Time
 
-	// Answers on /trade-api/v2/* by X-Cache outcome.
-	hit, stale, miss, bypass float64
-	// collapsed counts requests that waited on another's fetch (they are
-	// also MISSes).
-	collapsed float64
-	// upstream counts attempts sent to Kalshi; writes is the part of them
-	// that were writes (non-GET pass-throughs).
+	// req is the Ledger's totals: client requests on cached routes and
+	// batch endpoints by X-Cache outcome, and the upstream requests made
+	// for them.
+	req routeCounts
+	// bypass counts answers passed through without the cache
+	// (X-Cache BYPASS: writes, private routes), from the registry.
+	bypass float64
+	// upstream counts every attempt sent to Kalshi (pass-throughs
+	// included); writes is the part of them that were writes (non-GET
+	// pass-throughs). Both from the registry.
 	upstream, writes float64
 	// from429 counts 429s received from Kalshi, given429 429s answered to
 	// clients.
@@ -23,22 +26,29 @@ type sample struct {
 	breaker                           float64
 }
 
-// api is the number of answers on /trade-api/v2/* with a cache outcome.
-func (s sample) api() float64 { return s.hit + s.stale + s.miss + s.bypass }
+func (s sample) when() time.Time { return s.at }
 
-// ring keeps the newest len(buf) samples in a fixed array: adding to a
+// routeSample is the Ledger's per-route counts at one moment.
+type routeSample struct {
+	at     time.Time
+	routes map[string]routeCounts
+}
+
+func (s routeSample) when() time.Time { return s.at }
+
+// ring keeps the newest len(buf) readings in a fixed array: adding to a
 // full ring overwrites the oldest. It is not safe for concurrent use.
-type ring struct {
-	buf  []sample
-	next int // index the next sample goes to
-	n    int // samples held, at most len(buf)
+type ring[T interface{ when() time.Time }] struct {
+	buf  []T
+	next int // index the next reading goes to
+	n    int // readings held, at most len(buf)
 }
 
-func newRing(size int) *ring {
-	return &ring{buf: make([]sample, max(size, 2))}
+func newRing[T interface{ when() time.Time }](size int) *ring[T] {
+	return &ring[T]{buf: make([]T, max(size, 2))}
 }
 
-func (r *ring) add(s sample) {
+func (r *ring[T]) add(s T) {
 	r.buf[r.next] = s
 	r.next = (r.next + 1) % len(r.buf)
 	if r.n < len(r.buf) {
@@ -46,28 +56,28 @@ func (r *ring) add(s sample) {
 	}
 }
 
-// len is the number of samples held.
-func (r *ring) len() int { return r.n }
+// len is the number of readings held.
+func (r *ring[T]) len() int { return r.n }
 
-// at returns the i-th sample held, 0 being the oldest.
-func (r *ring) at(i int) sample {
+// at returns the i-th reading held, 0 being the oldest.
+func (r *ring[T]) at(i int) T {
 	start := (r.next - r.n + len(r.buf)) % len(r.buf)
 	return r.buf[(start+i)%len(r.buf)]
 }
 
-// last returns the newest sample; ok is false when the ring is empty.
-func (r *ring) last() (s sample, ok bool) {
+// last returns the newest reading; ok is false when the ring is empty.
+func (r *ring[T]) last() (s T, ok bool) {
 	if r.n == 0 {
-		return sample{}, false
+		return s, false
 	}
 	return r.at(r.n - 1), true
 }
 
-// before returns the newest sample taken at or before t, or the oldest
-// sample when all are newer (the process is younger than the window).
-func (r *ring) before(t time.Time) sample {
+// before returns the newest reading taken at or before t, or the oldest
+// reading when all are newer (the process is younger than the window).
+func (r *ring[T]) before(t time.Time) T {
 	for i := r.n - 1; i > 0; i-- {
-		if s := r.at(i); !s.at.After(t) {
+		if s := r.at(i); !s.when().After(t) {
 			return s
 		}
 	}

@@ -1,12 +1,16 @@
 // Package status serves kproxy's status page (GET /status, an HTML page
 // embedded in the binary) and its data (GET /status.json): whether the
-// proxy is helping, read from its own Prometheus registry once a second
-// into a fixed-size ring that holds the last 15 minutes.
+// proxy is helping.
 //
-// The collector reads the registry off the request path, on its own
-// ticker, so the cache-hit path pays nothing for the page. Everything it
-// shows is aggregated by route template: never a raw path, query, ticker,
-// cache key or request header.
+// The headline figures (requests, upstream calls avoided, hit ratio, the
+// per-route rows, the busiest clients) come from a Ledger the proxy feeds
+// on every request on a cached route and every upstream request; the
+// rest (pass-throughs, the upstream budget, 429s, the cache, the breaker,
+// latencies) from kproxy's own Prometheus registry. A collector reads
+// both once a second, on its own goroutine, into fixed-size rings that
+// hold the last 15 minutes. Everything it shows is aggregated by route
+// template or client name: never a raw path, query, ticker, cache key,
+// credential or other request header.
 package status
 
 import (
@@ -39,6 +43,12 @@ func (f PartFunc) Status() map[string]any { return f() }
 type Config struct {
 	// Gatherer is kproxy's metric registry; required.
 	Gatherer prometheus.Gatherer
+	// Ledger counts requests on cached routes and the upstream requests
+	// made for them; nil means New makes one (see Collector.Ledger).
+	Ledger *Ledger
+	// TTLs are the cached routes' ttls by route template, for the page's
+	// advice; nil or a missing route means the ttl is not named.
+	TTLs map[string]time.Duration
 	// Version is kproxy's version; empty means "dev".
 	Version string
 	// Upstream is the upstream origin shown on the page.
@@ -61,7 +71,8 @@ type Config struct {
 	// Window is how much history the ring holds; 0 means 15 minutes. The
 	// ring has Window/Interval+1 slots, allocated once.
 	Window time.Duration
-	// Now is the clock; nil means time.Now.
+	// Now is the clock of every sample, rate and window; nil means
+	// time.Now. (The sampling period itself is a real-time ticker.)
 	Now func() time.Time
 }
 
@@ -75,20 +86,24 @@ type transition struct {
 	To   string    `json:"to"`
 }
 
-// Collector samples the registry and serves the status page. Its methods
-// are safe for concurrent use. Memory is bounded: a ring of samples sized
-// at construction, the per-route counters of the last sample (one entry a
-// route template) and the last maxTransitions breaker transitions.
+// Collector samples the Ledger and the registry and serves the status
+// page. Its methods are safe for concurrent use. Memory is bounded: a ring
+// of samples sized at construction, a ring of per-route counts covering
+// the last minute (one entry a route template), the latencies and the
+// busiest clients of the last sample, and the last maxTransitions breaker
+// transitions.
 type Collector struct {
 	cfg     Config
 	started time.Time
 	page    page
 
 	mu          sync.Mutex
-	ring        *ring
-	routes      map[string]*routeStats // of the newest sample
-	breaker     string                 // state at the newest sample
-	transitions []transition           // oldest first, at most maxTransitions
+	ring        *ring[sample]
+	routeRing   *ring[routeSample]
+	latencies   map[string]*latency // of the newest sample
+	clients     []clientRow         // of the newest sample
+	breaker     string              // state at the newest sample
+	transitions []transition        // oldest first, at most maxTransitions
 
 	stop    chan struct{}
 	done    chan struct{}
@@ -97,7 +112,8 @@ type Collector struct {
 }
 
 // New validates cfg and returns a Collector that has taken its first
-// sample. Start begins the periodic sampling; Close ends it.
+// sample. Start begins the periodic sampling; Close ends it (one
+// lifecycle: a Collector is not restarted).
 func New(cfg Config) (*Collector, error) {
 	if cfg.Gatherer == nil {
 		return nil, errors.New("status: gatherer required")
@@ -114,19 +130,23 @@ func New(cfg Config) (*Collector, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Ledger == nil {
+		cfg.Ledger = NewLedger(0)
+	}
 	pg, err := buildPage()
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
 	c := &Collector{
-		cfg:     cfg,
-		page:    pg,
-		started: cfg.Now(),
-		ring:    newRing(int(cfg.Window/cfg.Interval) + 1),
-		routes:  map[string]*routeStats{},
-		breaker: "closed",
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		cfg:       cfg,
+		page:      pg,
+		started:   cfg.Now(),
+		ring:      newRing[sample](int(cfg.Window/cfg.Interval) + 1),
+		routeRing: newRing[routeSample](int(ratioWindow/cfg.Interval) + 1),
+		latencies: map[string]*latency{},
+		breaker:   "closed",
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	c.Sample()
 	return c, nil
@@ -170,14 +190,22 @@ func (c *Collector) Close() {
 	})
 }
 
-// Sample reads the registry once and adds the reading to the ring. The
-// periodic sampler calls it; tests call it with an injected clock.
+// Ledger returns the collector's Ledger (Config.Ledger, or the one New
+// made), which the proxy feeds.
+func (c *Collector) Ledger() *Ledger { return c.cfg.Ledger }
+
+// Sample reads the Ledger and the registry once and adds the reading to
+// the rings. The periodic sampler calls it; tests call it with an
+// injected clock.
 func (c *Collector) Sample() {
-	s, routes, err := read(c.cfg.Gatherer)
+	s, lat, err := read(c.cfg.Gatherer)
 	if err != nil {
 		return // nothing read: the previous sample stays the newest
 	}
 	s.at = c.cfg.Now()
+	routes, total := c.cfg.Ledger.routeCounts()
+	s.req = total
+	clients := c.cfg.Ledger.clients(maxClients)
 	state := ""
 	if c.cfg.Breaker != nil {
 		state = c.cfg.Breaker()
@@ -188,7 +216,9 @@ func (c *Collector) Sample() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ring.add(s)
-	c.routes = routes
+	c.routeRing.add(routeSample{at: s.at, routes: routes})
+	c.latencies = lat
+	c.clients = clients
 	c.breaker = state
 }
 

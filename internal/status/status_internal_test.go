@@ -13,13 +13,13 @@ import (
 )
 
 func TestRingKeepsTheNewestAndWraps(t *testing.T) {
-	r := newRing(3)
+	r := newRing[sample](3)
 	t0 := time.Unix(1000, 0)
 	if _, ok := r.last(); ok {
 		t.Fatal("empty ring has a last sample")
 	}
 	for i := range 5 {
-		r.add(sample{at: t0.Add(time.Duration(i) * time.Second), hit: float64(i)})
+		r.add(sample{at: t0.Add(time.Duration(i) * time.Second), bypass: float64(i)})
 	}
 	if got, want := r.len(), 3; got != want {
 		t.Fatalf("len = %d, want %d", got, want)
@@ -28,20 +28,20 @@ func TestRingKeepsTheNewestAndWraps(t *testing.T) {
 		t.Fatalf("ring grew to %d slots, want %d", got, want)
 	}
 	for i, want := range []float64{2, 3, 4} {
-		if got := r.at(i).hit; got != want {
-			t.Errorf("at(%d).hit = %v, want %v", i, got, want)
+		if got := r.at(i).bypass; got != want {
+			t.Errorf("at(%d).bypass = %v, want %v", i, got, want)
 		}
 	}
-	if s, _ := r.last(); s.hit != 4 {
-		t.Errorf("last().hit = %v, want 4", s.hit)
+	if s, _ := r.last(); s.bypass != 4 {
+		t.Errorf("last().bypass = %v, want 4", s.bypass)
 	}
 	// before: newest at or before t, else the oldest held.
 	for _, c := range []struct {
 		at   time.Duration
 		want float64
 	}{{3 * time.Second, 3}, {3500 * time.Millisecond, 3}, {10 * time.Second, 4}, {0, 2}} {
-		if got := r.before(t0.Add(c.at)).hit; got != c.want {
-			t.Errorf("before(t0+%v).hit = %v, want %v", c.at, got, c.want)
+		if got := r.before(t0.Add(c.at)).bypass; got != c.want {
+			t.Errorf("before(t0+%v).bypass = %v, want %v", c.at, got, c.want)
 		}
 	}
 }
@@ -89,33 +89,36 @@ func TestShareAndRate(t *testing.T) {
 // fakeKproxy is a registry with the metrics the collector reads, named
 // and labelled as package metrics does.
 type fakeKproxy struct {
-	reg       *prometheus.Registry
-	requests  *prometheus.CounterVec
-	upstream  *prometheus.CounterVec
-	coalesced *prometheus.CounterVec
-	duration  *prometheus.HistogramVec
-	bytes     prometheus.Gauge
-	items     prometheus.Gauge
-	breaker   prometheus.Gauge
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	upstream *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	bytes    prometheus.Gauge
+	items    prometheus.Gauge
+	breaker  prometheus.Gauge
 }
 
 func newFakeKproxy() *fakeKproxy {
 	f := &fakeKproxy{
-		reg:       prometheus.NewRegistry(),
-		requests:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: mRequests}, []string{"route", "method", "code", "cache"}),
-		upstream:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: mUpstream}, []string{"route", "code"}),
-		coalesced: prometheus.NewCounterVec(prometheus.CounterOpts{Name: mCoalesced}, []string{"route"}),
-		duration:  prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: mDuration, Buckets: []float64{.001, .01, .1, 1}}, []string{"route", "cache"}),
-		bytes:     prometheus.NewGauge(prometheus.GaugeOpts{Name: mBytes}),
-		items:     prometheus.NewGauge(prometheus.GaugeOpts{Name: mItems}),
-		breaker:   prometheus.NewGauge(prometheus.GaugeOpts{Name: mBreaker}),
+		reg:      prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: mRequests}, []string{"route", "method", "code", "cache"}),
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{Name: mUpstream}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: mDuration, Buckets: []float64{.001, .01, .1, 1}}, []string{"route", "cache"}),
+		bytes:    prometheus.NewGauge(prometheus.GaugeOpts{Name: mBytes}),
+		items:    prometheus.NewGauge(prometheus.GaugeOpts{Name: mItems}),
+		breaker:  prometheus.NewGauge(prometheus.GaugeOpts{Name: mBreaker}),
 	}
-	f.reg.MustRegister(f.requests, f.upstream, f.coalesced, f.duration, f.bytes, f.items, f.breaker)
+	f.reg.MustRegister(f.requests, f.upstream, f.duration, f.bytes, f.items, f.breaker)
 	return f
 }
 
-const markets = "/trade-api/v2/markets/{ticker}"
+const (
+	markets    = "/trade-api/v2/markets/{ticker}"
+	marketList = "/trade-api/v2/markets"
+)
 
+// serve records n answers on markets in the registry, as the proxy's
+// middleware does.
 func (f *fakeKproxy) serve(outcome string, n int) {
 	f.requests.WithLabelValues(markets, "GET", "200", outcome).Add(float64(n))
 	for range n {
@@ -142,6 +145,7 @@ func newTestCollector(t *testing.T, f *fakeKproxy, clk *clock) *Collector {
 		Gatherer: f.reg, Upstream: "http://127.0.0.1:1", Tier: "basic",
 		ReadRate: 20, WriteRate: 10, MaxBytes: 1000, Now: clk.Now,
 		Window: 10 * time.Second,
+		TTLs:   map[string]time.Duration{markets: time.Second, marketList: 2 * time.Second},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -153,25 +157,41 @@ func TestReportRatesAndRatios(t *testing.T) {
 	f := newFakeKproxy()
 	clk := &clock{now: time.Unix(1_700_000_000, 0)}
 	c := newTestCollector(t, f, clk)
+	l := c.Ledger()
 
-	// Second 1: 10 misses, each fetched upstream; 5 of them collapsed.
+	// Second 1: 10 misses, 5 of them collapsed onto the others' fetches.
 	clk.Add(time.Second)
 	f.serve("MISS", 10)
-	f.coalesced.WithLabelValues(markets).Add(5)
-	f.upstream.WithLabelValues(markets, "200").Add(5)
+	for i := range 10 {
+		l.Request(markets, "bot", "MISS", false)
+		if i < 5 {
+			l.Upstream(markets, "bot")
+		}
+	}
 	c.Sample()
-	// Seconds 2..10: 9 x (18 hits + 2 stale) a second; 2 writes a second
-	// passed through, one 429 from Kalshi, one given.
+	// Seconds 2..10: 9 x (18 hits + 2 stale, each stale refreshed) a
+	// second; 2 writes a second passed through, one 429 from Kalshi, one
+	// given.
 	for range 9 {
 		clk.Add(time.Second)
 		f.serve("HIT", 18)
 		f.serve("STALE", 2)
+		for range 18 {
+			l.Request(markets, "bot", "HIT", false)
+		}
+		for range 2 {
+			l.Request(markets, "bot", "STALE", true)
+			l.Upstream(markets, "bot")
+		}
 		f.requests.WithLabelValues("/trade-api/v2/portfolio/*", "POST", "201", "BYPASS").Add(2)
 		f.upstream.WithLabelValues("/trade-api/v2/portfolio/*", "201").Add(2)
+		l.Request("/trade-api/v2/portfolio/*", "bot", "BYPASS", false) // not counted
 		c.Sample()
 	}
 	f.upstream.WithLabelValues(markets, "429").Inc()
 	f.requests.WithLabelValues(markets, "GET", "429", "MISS").Inc()
+	l.Request(markets, "bot", "MISS", false)
+	l.Upstream(markets, "bot")
 	f.bytes.Set(250)
 	f.items.Set(3)
 	clk.Add(time.Second)
@@ -181,15 +201,19 @@ func TestReportRatesAndRatios(t *testing.T) {
 	if r.UptimeSeconds != 11 {
 		t.Errorf("uptime = %d, want 11", r.UptimeSeconds)
 	}
-	want := Counts{Total: 10 + 180 + 18 + 1, Hit: 162, Stale: 18, Miss: 11, Bypass: 18, Collapsed: 5}
+	want := Counts{Total: 10 + 180 + 1, Hit: 162, Stale: 18, Miss: 11, Expired: 18, Upstream: 5 + 18 + 1}
 	if r.Requests != want {
 		t.Errorf("requests = %+v, want %+v", r.Requests, want)
 	}
-	// The rate window is the last 10 s: samples at t=1 and t=11.
-	if r.Rates.WindowSeconds != 10 || r.Rates.Hit != 16.2 || r.Rates.Stale != 1.8 || r.Rates.Bypass != 1.8 || r.Rates.Miss != 0.1 {
-		t.Errorf("rates = %+v, want 16.2 hit, 1.8 stale, 1.8 bypass, 0.1 miss over 10 s", r.Rates)
+	if r.PassedThrough != 18 {
+		t.Errorf("passed_through = %d, want 18", r.PassedThrough)
 	}
-	// Upstream over those 10 s: 18 writes, 1 read (the 429).
+	// The rate window is the last 10 s: samples at t=1 and t=11.
+	if want := (Rates{WindowSeconds: 10, Total: 18.1, Hit: 16.2, Stale: 1.8, Miss: 0.1, Upstream: 1.9, PassedThrough: 1.8}); r.Rates != want {
+		t.Errorf("rates = %+v, want %+v", r.Rates, want)
+	}
+	// Every upstream attempt over those 10 s: 18 writes, 18 refreshes and
+	// the 429 (the registry saw no refreshes: only the 429 is a read).
 	if r.Budget.Writes != 1.8 || r.Budget.Reads != 0.1 {
 		t.Errorf("upstream rates = %v reads/s, %v writes/s; want 0.1, 1.8", r.Budget.Reads, r.Budget.Writes)
 	}
@@ -199,16 +223,19 @@ func TestReportRatesAndRatios(t *testing.T) {
 	if got := *r.Budget.ReadShare; got != 0.005 {
 		t.Errorf("read share = %v, want 0.005 (0.1 of 20/s)", got)
 	}
-	if r.Budget.Total != 5+18+1 {
-		t.Errorf("upstream total = %d, want 24", r.Budget.Total)
+	if r.Budget.Total != 18+1 {
+		t.Errorf("upstream total = %d, want 19 (what the registry counted)", r.Budget.Total)
 	}
-	// Since start: 180 of 191 cacheable answers came from the cache.
-	if got, want := *r.HitRatio.SinceStart, round(180.0/191, 4); got != want {
+	// Fresh hits only: 162 of 191.
+	if got, want := *r.HitRatio.SinceStart, round(162.0/191, 4); got != want {
 		t.Errorf("hit ratio since start = %v, want %v", got, want)
 	}
-	// Never reached Kalshi: 162 hits + 18 stale + 5 collapsed of 209.
-	if r.NotUpstream.Count != 185 || *r.NotUpstream.SinceStart != round(185.0/209, 4) {
-		t.Errorf("never reached kalshi = %d, %v; want 185, %v", r.NotUpstream.Count, *r.NotUpstream.SinceStart, round(185.0/209, 4))
+	if got, want := *r.StaleRatio.SinceStart, round(18.0/191, 4); got != want {
+		t.Errorf("stale ratio since start = %v, want %v", got, want)
+	}
+	// Avoided: 191 requests, 24 upstream calls.
+	if a := r.Avoided.Avoided; a.Requests != 191 || a.Upstream != 24 || a.Count != 167 || *a.Share != round(167.0/191, 4) {
+		t.Errorf("avoided = %+v (share %v), want 167 of 191", a, *a.Share)
 	}
 	if r.TooMany.FromKalshi != 1 || r.TooMany.ByKproxy != 1 || r.TooMany.FromKalshiLastMinute != 1 {
 		t.Errorf("429s = %+v, want 1 from Kalshi, 1 given, both in the last minute", r.TooMany)
@@ -216,16 +243,19 @@ func TestReportRatesAndRatios(t *testing.T) {
 	if r.Cache.Bytes != 250 || r.Cache.Items != 3 || *r.Cache.Share != 0.25 {
 		t.Errorf("cache = %+v, want 250 bytes, 3 items, share 0.25", r.Cache)
 	}
-	if len(r.Routes) != 2 || r.Routes[0].Route != markets {
-		t.Fatalf("routes = %+v, want markets first, then portfolio", r.Routes)
+	if len(r.Routes) != 1 || r.Routes[0].Route != markets {
+		t.Fatalf("routes = %+v, want markets only (pass-throughs are not a cached route)", r.Routes)
 	}
 	m := r.Routes[0]
-	if m.Requests != 191 || m.Upstream != 6 || *m.HitRatio != round(180.0/191, 4) {
-		t.Errorf("markets row = %+v, want 191 requests, 6 upstream calls", m)
+	if m.Requests != 191 || m.Upstream != 24 || m.Avoided != 167 || *m.HitRatio != round(162.0/191, 4) || *m.TTLSeconds != 1 {
+		t.Errorf("markets row = %+v, want 191 requests, 24 upstream calls, ttl 1 s", m)
 	}
 	// Every observation was 5 ms: both quantiles fall in (1 ms, 10 ms].
 	if m.P50ms == nil || *m.P50ms <= 1 || *m.P50ms > 10 || *m.P99ms > 10 {
 		t.Errorf("markets p50, p99 = %v, %v ms; want within (1, 10]", m.P50ms, m.P99ms)
+	}
+	if len(r.Clients) != 1 || r.Clients[0] != (Client{Name: "bot", Requests: 191, Upstream: 24}) {
+		t.Errorf("clients = %+v, want bot with 191 requests, 24 upstream calls", r.Clients)
 	}
 	if r.Redis != "off" || r.Live != "off" {
 		t.Errorf("redis, live = %v, %v; want off, off", r.Redis, r.Live)
@@ -238,7 +268,7 @@ func TestRingHoldsOnlyTheWindow(t *testing.T) {
 	c := newTestCollector(t, f, clk) // 10 s window at 1 s: 11 slots
 	for range 100 {
 		clk.Add(time.Second)
-		f.serve("HIT", 1)
+		c.Ledger().Request(markets, "bot", "HIT", false)
 		c.Sample()
 	}
 	if got, want := len(c.ring.buf), 11; got != want {
@@ -271,7 +301,8 @@ func TestSeriesIsDownsampledToMaxPoints(t *testing.T) {
 	}
 	for range 1000 {
 		clk.Add(time.Second)
-		f.serve("MISS", 2)
+		c.Ledger().Request(markets, "bot", "MISS", false)
+		c.Ledger().Request(markets, "bot", "MISS", false)
 		c.Sample()
 	}
 	s := c.Report().Series

@@ -59,9 +59,13 @@ func (k *kproxy) get(path string, header ...string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-// report samples the registry now and returns /status.json.
+// report samples the registry now and returns /status.json. The proxy
+// counts a request after its answer is sent; one more request on the same
+// keep-alive connection is served only once the previous handler returned,
+// so the sample sees every request sent before.
 func (k *kproxy) report() (status.Report, []byte) {
 	k.t.Helper()
+	k.get("/healthz")
 	k.app.Status.Sample()
 	code, body := k.get("/status.json")
 	if code != http.StatusOK {
@@ -125,18 +129,9 @@ func TestJSONNeverShowsTickersKeysOrHeaders(t *testing.T) {
 			t.Errorf("/status.json contains %q: %s", s, body)
 		}
 	}
-	// It does count them, by route template.
-	var row *status.Route
-	for i := range r.Routes {
-		if r.Routes[i].Route == "/trade-api/v2/markets/{ticker}" {
-			row = &r.Routes[i]
-		}
-	}
-	if row == nil || row.Requests != 6 || row.Upstream != 2 {
-		t.Fatalf("markets/{ticker} row = %+v, want 6 requests, 2 upstream calls; routes %+v", row, r.Routes)
-	}
-	if want := (status.Counts{Total: 12, Hit: 6, Miss: 3, Bypass: 3}); r.Requests != want {
-		t.Errorf("requests = %+v, want %+v", r.Requests, want)
+	// The pass-throughs are counted, as a number.
+	if r.PassedThrough != 3 {
+		t.Errorf("passed_through = %d, want 3", r.PassedThrough)
 	}
 	_, page := k.get("/status")
 	for _, s := range secrets {

@@ -5,8 +5,10 @@
 package upstream
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kproxy/kproxy/breaker"
+	"github.com/kproxy/kproxy/internal/httperr"
 	"github.com/kproxy/kproxy/internal/metrics"
 )
 
@@ -36,17 +39,29 @@ type Config struct {
 	MaxWait time.Duration
 	// Breaker guards the upstream; nil means none.
 	Breaker *breaker.Breaker
-	// Signer, if set, signs requests marked with WithOwnKey.
+	// Signer, if set, signs calls whose Credentials are OwnKey; nil sends
+	// them without any client credential.
 	Signer *Signer
-	// Metrics may be nil.
+	// Tier names the account's rate tier (upstream.tier), quoted when
+	// kproxy's own budget is spent; "" leaves it out.
+	Tier string
+	// OnAttempt, if set, is called once for every upstream attempt of
+	// every kind (fetches, retries, background refreshes, automatic
+	// batches, batch pages, the pass-through), with the call it belongs
+	// to, after Call.OnAttempt: the status page counts upstream requests
+	// with it. Same rules as Call.OnAttempt; nil means none.
+	OnAttempt func(c *Call, status int, err error)
+	// Metrics may be nil (nothing recorded).
 	Metrics *metrics.Metrics
 	// Transport overrides the tuned default transport (tests).
 	Transport http.RoundTripper
 	// RetryBase and RetryCap shape the backoff: retry n+1 waits a random
-	// time in (0, min(RetryCap, RetryBase*2^n)]; 0 means 100ms and 2s.
+	// time in (0, min(RetryCap, RetryBase*2^n)]; 0 means 100ms and 2s;
+	// negative is an error.
 	RetryBase, RetryCap time.Duration
 	// MaxRetryAfter caps an upstream Retry-After that kproxy honours; a
-	// larger value is not obeyed (the answer is returned instead); 0 means 5s.
+	// larger value is not obeyed (the answer is returned instead); 0 means
+	// 5s; negative is an error.
 	MaxRetryAfter time.Duration
 	// ReadLimiter and WriteLimiter, when set, replace the local buckets
 	// built from ReadRate and WriteRate (a budget shared by replicas).
@@ -55,7 +70,7 @@ type Config struct {
 	// longer Retry-After) delays every later request of that bucket.
 	Penalty429 time.Duration
 	// FairShare puts a FairQueue in front of each limiter: while several
-	// clients (WithClient) wait for tokens, they are served in turn.
+	// clients (Call.Client) wait for tokens, they are served in turn.
 	// false: first come, first served.
 	FairShare bool
 	// FairMaxQueue bounds one client's waiting requests per bucket when
@@ -81,6 +96,10 @@ type Client struct {
 	m         *metrics.Metrics
 	base, cap time.Duration
 	maxRA     time.Duration
+	tier      string
+	readRate  float64
+	writeRate float64
+	onAttempt func(*Call, int, error)
 }
 
 var _ http.RoundTripper = (*Client)(nil)
@@ -90,24 +109,31 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Origin == nil || cfg.Origin.Host == "" {
 		return nil, errors.New("upstream: origin required")
 	}
+	if cfg.RetryBase < 0 || cfg.RetryCap < 0 || cfg.MaxRetryAfter < 0 {
+		return nil, errors.New("upstream: retry base, retry cap and max retry-after must not be negative")
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
 	c := &Client{
-		origin:  cfg.Origin,
-		rt:      cfg.Transport,
-		read:    cfg.ReadLimiter,
-		write:   cfg.WriteLimiter,
-		penalty: cfg.Penalty429,
-		maxWait: cfg.MaxWait,
-		retries: cfg.MaxRetries,
-		breaker: cfg.Breaker,
-		idle:    max(cfg.Timeout, minBodyIdle),
-		signer:  cfg.Signer,
-		m:       cfg.Metrics,
-		base:    cmp(cfg.RetryBase, 100*time.Millisecond),
-		cap:     cmp(cfg.RetryCap, 2*time.Second),
-		maxRA:   cmp(cfg.MaxRetryAfter, 5*time.Second),
+		origin:    cfg.Origin,
+		rt:        cfg.Transport,
+		read:      cfg.ReadLimiter,
+		write:     cfg.WriteLimiter,
+		penalty:   cfg.Penalty429,
+		maxWait:   cfg.MaxWait,
+		retries:   cfg.MaxRetries,
+		breaker:   cfg.Breaker,
+		idle:      max(cfg.Timeout, minBodyIdle),
+		signer:    cfg.Signer,
+		m:         cfg.Metrics,
+		base:      cmp.Or(cfg.RetryBase, 100*time.Millisecond),
+		cap:       cmp.Or(cfg.RetryCap, 2*time.Second),
+		maxRA:     cmp.Or(cfg.MaxRetryAfter, 5*time.Second),
+		tier:      cfg.Tier,
+		onAttempt: cfg.OnAttempt,
+		readRate:  cfg.ReadRate,
+		writeRate: cfg.WriteRate,
 	}
 	if c.rt == nil {
 		c.rt = NewTransport(cfg.Timeout)
@@ -123,13 +149,6 @@ func New(cfg Config) (*Client, error) {
 		c.writeFair = NewFairQueue(c.write, FairConfig{Rate: cfg.WriteRate, MaxWait: cfg.MaxWait, MaxQueue: cfg.FairMaxQueue})
 	}
 	return c, nil
-}
-
-func cmp(v, def time.Duration) time.Duration {
-	if v <= 0 {
-		return def
-	}
-	return v
 }
 
 // NewTransport is the pooled keep-alive transport to Kalshi: HTTP/2 over
@@ -170,71 +189,7 @@ func (c *Client) URL(escapedPath, rawQuery string) *url.URL {
 	return &u
 }
 
-// trace carries per-request facts between the caller and the client.
-type trace struct {
-	route     string
-	ownKey    bool
-	attempts  *int
-	client    string
-	onAttempt func(status int, err error)
-}
-
-type traceKey struct{}
-
-// WithRoute marks ctx with the route template used in metric labels, and
-// (when attempts is not nil) where to count upstream attempts.
-func WithRoute(ctx context.Context, route string, attempts *int) context.Context {
-	t := traceFrom(ctx)
-	t.route, t.attempts = route, attempts
-	return context.WithValue(ctx, traceKey{}, t)
-}
-
-// WithOwnKey marks ctx so requests are signed with kproxy's own key (when
-// one is configured) instead of carrying the client's credentials.
-func WithOwnKey(ctx context.Context) context.Context {
-	t := traceFrom(ctx)
-	t.ownKey = true
-	return context.WithValue(ctx, traceKey{}, t)
-}
-
-// WithAttemptHook marks ctx so that fn is called after every upstream
-// attempt, retries included, with the attempt's status (0 on a transport
-// error) and error (nil when an answer came). It runs on the goroutine
-// making the request, before any retry backoff, and must not block. The
-// fetch path uses it to answer a request holding a stale copy as soon as an
-// attempt fails.
-func WithAttemptHook(ctx context.Context, fn func(status int, err error)) context.Context {
-	t := traceFrom(ctx)
-	t.onAttempt = fn
-	return context.WithValue(ctx, traceKey{}, t)
-}
-
-// WithClient marks ctx with the client a request is made for (its
-// KALSHI-ACCESS-KEY, else its address): the fair-share queues in front of
-// the rate limit serve clients in turn. Empty means an anonymous client,
-// which is one queue like any other.
-func WithClient(ctx context.Context, client string) context.Context {
-	t := traceFrom(ctx)
-	t.client = client
-	return context.WithValue(ctx, traceKey{}, t)
-}
-
-// AttemptHookFrom is the attempt hook ctx carries (WithAttemptHook), or
-// nil: a call made on a context of its own for several requests (automatic
-// batching) passes their hooks on.
-func AttemptHookFrom(ctx context.Context) func(status int, err error) {
-	return traceFrom(ctx).onAttempt
-}
-
-// ClientFrom is the client ctx is marked with (WithClient).
-func ClientFrom(ctx context.Context) string { return traceFrom(ctx).client }
-
-func traceFrom(ctx context.Context) trace {
-	t, _ := ctx.Value(traceKey{}).(trace)
-	return t
-}
-
-// Signs reports whether requests marked WithOwnKey are signed by kproxy.
+// Signs reports whether calls with OwnKey credentials are signed by kproxy.
 func (c *Client) Signs() bool { return c.signer != nil }
 
 // RoundTrip sends req upstream under the client's policy. req.URL must
@@ -243,15 +198,26 @@ func (c *Client) Signs() bool { return c.signer != nil }
 // attempt waits for its own token and passes the breaker); anything else is
 // sent exactly once. An open breaker fails the request at once, without
 // spending a token. Policy failures (rate limit, open breaker, unreachable
-// upstream, timeout) are returned as *Error.
+// upstream, timeout) are returned as *Error. The call's options come from
+// req's context (WithCall); none means a zero Call.
 func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
+	return c.do(req, callFrom(req.Context()))
+}
+
+// do is RoundTrip with the call's options given.
+func (c *Client) do(req *http.Request, call *Call) (*http.Response, error) {
 	ctx := req.Context()
-	t := traceFrom(ctx)
 	idempotent := (req.Method == http.MethodGet || req.Method == http.MethodHead) &&
 		(req.Body == nil || req.Body == http.NoBody)
-	lim, fair := c.write, c.writeFair
+	lim, fair, bucket := c.write, c.writeFair, "write"
 	if req.Method == http.MethodGet || req.Method == http.MethodHead {
-		lim, fair = c.read, c.readFair
+		lim, fair, bucket = c.read, c.readFair, "read"
+	}
+	if call.Credentials == OwnKey {
+		// Composed calls never carry a signature a client made for
+		// another path: kproxy's own key, else no credentials.
+		req = req.Clone(ctx)
+		stripCredentials(req.Header)
 	}
 	for attempt := 0; ; attempt++ {
 		// An open breaker answers before the limiter: failing fast must
@@ -259,14 +225,14 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		if c.breaker != nil && c.breaker.State() == breaker.Open {
 			return nil, c.breakerOpen(breaker.ErrOpen)
 		}
-		if err := c.wait(ctx, lim, fair, t.client); err != nil {
+		if err := c.wait(ctx, lim, fair, call.Client, bucket); err != nil {
 			return nil, err
 		}
 		out := req
-		if t.ownKey && c.signer != nil {
+		if call.Credentials == OwnKey && c.signer != nil {
 			out = req.Clone(ctx)
 			if err := c.signer.Sign(out); err != nil {
-				return nil, &Error{Status: http.StatusInternalServerError, Code: "signing_failed", Msg: "signing the upstream request failed", Err: err}
+				return nil, &Error{Status: http.StatusInternalServerError, Code: httperr.CodeSigningFailed, Msg: "signing the upstream request failed", Err: err}
 			}
 		}
 		var done func(breaker.Outcome)
@@ -277,9 +243,7 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			done = d
 		}
-		if t.attempts != nil {
-			*t.attempts++
-		}
+		call.Attempts++
 		start := time.Now()
 		resp, err := c.rt.RoundTrip(out)
 		gone := ctx.Err() != nil && errors.Is(err, context.Canceled)
@@ -297,15 +261,18 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 				done(outcome)
 			}
 		}
-		c.observe(t.route, status, err, time.Since(start))
+		c.m.Upstream(call.Route, status, err, time.Since(start))
 		if status == http.StatusTooManyRequests {
 			c.penalize(lim, resp)
 		}
 		if err != nil {
 			err = c.wrap(ctx, err)
 		}
-		if t.onAttempt != nil {
-			t.onAttempt(status, err)
+		if call.OnAttempt != nil {
+			call.OnAttempt(status, err)
+		}
+		if c.onAttempt != nil {
+			c.onAttempt(call, status, err)
 		}
 		if !idempotent || attempt >= c.retries || ctx.Err() != nil {
 			return resp, err
@@ -335,9 +302,7 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
 		}
-		if c.m != nil {
-			c.m.UpstreamRetries.WithLabelValues(reason).Inc()
-		}
+		c.m.Retry(reason)
 		timer := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -349,13 +314,15 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 func (c *Client) breakerOpen(err error) *Error {
-	return &Error{Status: http.StatusServiceUnavailable, Code: "breaker_open",
+	return &Error{Status: http.StatusServiceUnavailable, Code: httperr.CodeBreakerOpen,
 		Msg: "upstream " + c.origin.Host + " is failing; circuit breaker open", RetryAfter: c.breaker.RetryAfter(), Err: err}
 }
 
-// Get sends a GET for escapedPath?rawQuery with header and returns the
-// response. It is RoundTrip for callers that build no request themselves.
-func (c *Client) Get(ctx context.Context, escapedPath, rawQuery string, header http.Header) (*http.Response, error) {
+// Get sends a GET for escapedPath?rawQuery with header under call's options
+// and returns the response; call.Attempts holds the attempts made when it
+// returns. It is RoundTrip for callers that build no request themselves.
+// header is sent as is (OwnKey strips a copy): the caller keeps it.
+func (c *Client) Get(ctx context.Context, call *Call, escapedPath, rawQuery string, header http.Header) (*http.Response, error) {
 	req := &http.Request{
 		Method:     http.MethodGet,
 		URL:        c.URL(escapedPath, rawQuery),
@@ -365,7 +332,7 @@ func (c *Client) Get(ctx context.Context, escapedPath, rawQuery string, header h
 		ProtoMajor: 1,
 		ProtoMinor: 1,
 	}
-	return c.RoundTrip(req.WithContext(ctx))
+	return c.do(req.WithContext(ctx), call)
 }
 
 // penalize slows every later request of lim after an upstream 429: for the
@@ -381,15 +348,15 @@ func (c *Client) penalize(lim Limiter, resp *http.Response) {
 // wait takes a token for one attempt: through the fair queue when there is
 // one (fair), else straight from lim. It fails with a 429 Error when no
 // token comes within max_wait.
-func (c *Client) wait(ctx context.Context, lim Limiter, fair *FairQueue, client string) error {
+func (c *Client) wait(ctx context.Context, lim Limiter, fair *FairQueue, client, bucket string) error {
 	if fair != nil {
 		waited, retry, err := fair.Wait(ctx, client)
-		if c.m != nil && waited > 0 && err == nil {
-			c.m.RateLimitWait.Observe(waited.Seconds())
+		if waited > 0 && err == nil {
+			c.m.RateWait(waited)
 		}
 		switch {
 		case errors.Is(err, errLimited):
-			return rateLimited(retry)
+			return c.rateLimited(bucket, retry)
 		case err != nil:
 			return c.wrap(ctx, err)
 		}
@@ -397,14 +364,12 @@ func (c *Client) wait(ctx context.Context, lim Limiter, fair *FairQueue, client 
 	}
 	d, ok, cancel := lim.Reserve(ctx, c.maxWait)
 	if !ok {
-		return rateLimited(d)
+		return c.rateLimited(bucket, d)
 	}
 	if d == 0 {
 		return nil
 	}
-	if c.m != nil {
-		c.m.RateLimitWait.Observe(d.Seconds())
-	}
+	c.m.RateWait(d)
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
@@ -416,24 +381,23 @@ func (c *Client) wait(ctx context.Context, lim Limiter, fair *FairQueue, client 
 	}
 }
 
-func rateLimited(retryAfter time.Duration) *Error {
-	return &Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
-		Msg: "upstream rate limit reached; retry later", RetryAfter: max(retryAfter, time.Second)}
-}
-
-func (c *Client) observe(route string, status int, err error, d time.Duration) {
-	if c.m == nil {
-		return
+// rateLimited is kproxy's own 429: the bucket's budget is spent for longer
+// than max_wait. The message names kproxy's budget and what to do, so it is
+// never taken for Kalshi's own 429 (which passes through unchanged).
+func (c *Client) rateLimited(bucket string, retryAfter time.Duration) *Error {
+	retryAfter = max(retryAfter, time.Second)
+	rate := c.readRate
+	if bucket == "write" {
+		rate = c.writeRate
 	}
-	if route == "" {
-		route = "other"
+	tier := ""
+	if c.tier != "" {
+		tier = ", upstream.tier " + c.tier
 	}
-	code := "error"
-	if err == nil {
-		code = strconv.Itoa(status)
-	}
-	c.m.UpstreamRequests.WithLabelValues(route, code).Inc()
-	c.m.UpstreamDuration.WithLabelValues(route).Observe(d.Seconds())
+	secs := int64((retryAfter + time.Second - 1) / time.Second)
+	msg := fmt.Sprintf("kproxy's %s budget (%s requests/s%s) is spent; retry after %d s, use /batch, or set upstream.tier to your account's tier",
+		bucket, strconv.FormatFloat(rate, 'f', -1, 64), tier, secs)
+	return &Error{Status: http.StatusTooManyRequests, Code: httperr.CodeRateLimited, Msg: msg, RetryAfter: retryAfter}
 }
 
 // backoff is the full-jitter delay before retry number attempt+1: a random
@@ -449,15 +413,12 @@ func (c *Client) backoff(attempt int) time.Duration {
 // retryable reports whether an attempt's outcome is worth another try, and
 // the reason label.
 func retryable(status int, err error) (string, bool) {
-	var e *Error
 	if err != nil {
-		if errors.As(err, &e) {
-			// A timeout is not retried: the upstream took the whole
-			// per-attempt budget, and the client (or the stale copy it
-			// could get instead) has waited long enough.
-			if e.Code == "upstream_unreachable" {
-				return "connection", true
-			}
+		// A timeout is not retried: the upstream took the whole
+		// per-attempt budget, and the client (or the stale copy it could
+		// get instead) has waited long enough.
+		if errors.Is(err, ErrUnreachable) {
+			return "connection", true
 		}
 		return "", false
 	}

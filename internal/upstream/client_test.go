@@ -88,27 +88,26 @@ func newClient(t *testing.T, u *url.URL, mutate func(*Config)) *Client {
 // get sends a GET for path and returns the response (body read) or error,
 // and the attempts the client counted.
 func get(c *Client, ctx context.Context, path string) (*http.Response, []byte, int, error) {
-	n := 0
-	ctx = WithRoute(ctx, "/test", &n)
-	resp, err := c.Get(ctx, path, "", http.Header{})
+	call := &Call{Route: "/test"}
+	resp, err := c.Get(ctx, call, path, "", http.Header{})
 	if err != nil {
-		return nil, nil, n, err
+		return nil, nil, call.Attempts, err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp, b, n, nil
+	return resp, b, call.Attempts, nil
 }
 
 func post(c *Client, ctx context.Context, u *url.URL, body string) (*http.Response, int, error) {
-	n := 0
-	ctx = WithRoute(ctx, "/test", &n)
+	call := &Call{Route: "/test"}
+	ctx = WithCall(ctx, call)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, u.String()+"/trade-api/v2/portfolio/orders", strings.NewReader(body))
 	resp, err := c.RoundTrip(req)
 	if err == nil {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	return resp, n, err
+	return resp, call.Attempts, err
 }
 
 func asError(t *testing.T, err error) *Error {
@@ -598,12 +597,12 @@ func TestOwnKeySigning(t *testing.T) {
 		"Kalshi-Access-Timestamp": {"1"},
 		"Authorization":           {"Bearer client-token"},
 	}
-	resp, err := c.Get(WithOwnKey(context.Background()), "/trade-api/v2/markets", "limit=5&status=open", client.Clone())
+	resp, err := c.Get(context.Background(), &Call{Credentials: OwnKey}, "/trade-api/v2/markets", "limit=5&status=open", client.Clone())
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	resp, err = c.Get(context.Background(), "/trade-api/v2/markets", "", client.Clone())
+	resp, err = c.Get(context.Background(), &Call{}, "/trade-api/v2/markets", "", client.Clone())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -628,7 +627,7 @@ func TestOwnKeySigning(t *testing.T) {
 		t.Errorf("signatures that did not verify: %v", bad)
 	}
 	if got := passed.Get("KALSHI-ACCESS-KEY"); got != "client-key" || passed.Get("Authorization") != "Bearer client-token" {
-		t.Errorf("request without WithOwnKey: key %q, Authorization %q; want the client's, untouched", got, passed.Get("Authorization"))
+		t.Errorf("request with Forward credentials: key %q, Authorization %q; want the client's, untouched", got, passed.Get("Authorization"))
 	}
 	if got := client.Get("KALSHI-ACCESS-KEY"); got != "client-key" {
 		t.Errorf("caller's header modified: KALSHI-ACCESS-KEY = %q", got)

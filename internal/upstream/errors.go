@@ -6,10 +6,13 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/kproxy/kproxy/internal/httperr"
 )
 
 // Error is a failure kproxy answers itself (the upstream gave no answer to
-// pass on). Status and Code are what the client gets.
+// pass on). Status and Code are what the client gets; Code is one of
+// httperr's Code constants.
 type Error struct {
 	Status     int
 	Code       string
@@ -27,6 +30,39 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// Is reports whether target is an *Error with the same Code: the sentinels
+// below match every error of their kind, whatever its message.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code
+}
+
+// Sentinels for errors.Is: each matches every *Error of its code.
+var (
+	ErrClientClosed = &Error{Status: httperr.StatusClientClosed, Code: httperr.CodeClientClosed, Msg: "request canceled"}
+	ErrUnreachable  = &Error{Status: http.StatusBadGateway, Code: httperr.CodeUpstreamUnreachable, Msg: "upstream unreachable"}
+	ErrTimeout      = &Error{Status: http.StatusGatewayTimeout, Code: httperr.CodeUpstreamTimeout, Msg: "upstream timed out"}
+	ErrRateLimited  = &Error{Status: http.StatusTooManyRequests, Code: httperr.CodeRateLimited, Msg: "rate budget spent"}
+	ErrBreakerOpen  = &Error{Status: http.StatusServiceUnavailable, Code: httperr.CodeBreakerOpen, Msg: "circuit breaker open"}
+	ErrInternal     = &Error{Status: http.StatusInternalServerError, Code: httperr.CodeInternal, Msg: "internal error"}
+)
+
+// Canceled is the error of a request whose client went away (499, never
+// sent); err is the context's error.
+func Canceled(err error) *Error {
+	return &Error{Status: httperr.StatusClientClosed, Code: httperr.CodeClientClosed, Msg: "request canceled", Err: err}
+}
+
+// As returns err as an *Error: itself (or the one it wraps), else a 502
+// upstream_error wrapping it.
+func As(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Status: http.StatusBadGateway, Code: httperr.CodeUpstreamError, Msg: "upstream request failed", Err: err}
+}
+
 // wrap turns a transport error into an *Error naming the upstream.
 func (c *Client) wrap(ctx context.Context, err error) error {
 	var e *Error
@@ -37,10 +73,10 @@ func (c *Client) wrap(ctx context.Context, err error) error {
 	var ne net.Error
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
-		return &Error{Status: http.StatusGatewayTimeout, Code: "upstream_timeout", Msg: "upstream " + host + " timed out", Err: err}
+		return &Error{Status: http.StatusGatewayTimeout, Code: httperr.CodeUpstreamTimeout, Msg: "upstream " + host + " timed out", Err: err}
 	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
-		return &Error{Status: 499, Code: "client_closed", Msg: "request canceled", Err: err}
+		return Canceled(err)
 	default:
-		return &Error{Status: http.StatusBadGateway, Code: "upstream_unreachable", Msg: "upstream " + host + " unreachable", Err: err}
+		return &Error{Status: http.StatusBadGateway, Code: httperr.CodeUpstreamUnreachable, Msg: "upstream " + host + " unreachable", Err: err}
 	}
 }

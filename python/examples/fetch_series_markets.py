@@ -12,9 +12,20 @@ becomes
 The client it passes is the script's own Kalshi client; kproxy's address is
 taken from it (its base URL, e.g. KALSHI_BASE_URL=http://127.0.0.1:8080/trade-api/v2)
 or from KPROXY_URL.
+
+Run it (kproxy at http://127.0.0.1:8080, or set KPROXY_URL):
+
+    pip install ./python && python3 python/examples/fetch_series_markets.py
+    PYTHONPATH=python python3 python/examples/fetch_series_markets.py     # from the repository, no install
+
+Outside the fomc-analysis repository, get_kalshi_client comes from
+_kalshi_client.py beside this file (a stand-in with the same shape).
 """
 import asyncio
-from fomc_analysis.kalshi_client_factory import get_kalshi_client
+try:
+    from fomc_analysis.kalshi_client_factory import get_kalshi_client
+except ModuleNotFoundError:  # outside the fomc-analysis repo: _kalshi_client.py beside this file
+    from _kalshi_client import get_kalshi_client
 from kproxy import batch_get_markets
 
 async def main():

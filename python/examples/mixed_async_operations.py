@@ -3,9 +3,20 @@
 The "Mixed Async Operations" example of the async batching helpers in
 fomc_analysis.kalshi_client_factory, unchanged except for its import: the
 batch functions now come from kproxy.
+
+Run it (kproxy at http://127.0.0.1:8080, or set KPROXY_URL):
+
+    pip install ./python && python3 python/examples/mixed_async_operations.py
+    PYTHONPATH=python python3 python/examples/mixed_async_operations.py     # from the repository, no install
+
+Outside the fomc-analysis repository, get_kalshi_client comes from
+_kalshi_client.py beside this file (a stand-in with the same shape).
 """
 import asyncio
-from fomc_analysis.kalshi_client_factory import get_kalshi_client
+try:
+    from fomc_analysis.kalshi_client_factory import get_kalshi_client
+except ModuleNotFoundError:  # outside the fomc-analysis repo: _kalshi_client.py beside this file
+    from _kalshi_client import get_kalshi_client
 from kproxy import batch_get_markets, batch_get_series
 
 async def main():

@@ -7,39 +7,58 @@ scripts already use::
 
     markets_by_series = await batch_get_markets(client, ["KXFEDDECISION"])
 
-Each call is one POST to kproxy's /batch/* endpoint, which fetches the
-tickers concurrently through its cache, request coalescing and rate limiter.
-Standard library only; Python 3.9+.
+Each call is one POST to kproxy's /batch endpoints, which fetch the tickers
+concurrently through its cache, request coalescing and rate limiter. Every
+request names the script to kproxy in a ``Kproxy-Client`` header (see
+:class:`Client`). Standard library only; Python 3.9+.
 """
 
 from ._batch import (
     DEFAULT_URL,
+    MAX_ITEMS,
+    PERIOD_INTERVALS,
     BatchItemError,
     BatchResult,
+    Client,
     KproxyError,
     ProgressEvent,
     base_url,
+    batch_get_candlesticks,
+    batch_get_candlesticks_sync,
     batch_get_events,
     batch_get_events_sync,
     batch_get_markets,
     batch_get_markets_sync,
     batch_get_series,
     batch_get_series_sync,
+    batch_get_trades,
+    batch_get_trades_sync,
 )
+from ._name import CLIENT_ENV, CLIENT_HEADER, default_client_name
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "CLIENT_ENV",
+    "CLIENT_HEADER",
     "DEFAULT_URL",
+    "MAX_ITEMS",
+    "PERIOD_INTERVALS",
     "BatchItemError",
     "BatchResult",
+    "Client",
     "KproxyError",
     "ProgressEvent",
     "base_url",
+    "batch_get_candlesticks",
+    "batch_get_candlesticks_sync",
     "batch_get_events",
     "batch_get_events_sync",
     "batch_get_markets",
     "batch_get_markets_sync",
     "batch_get_series",
     "batch_get_series_sync",
+    "batch_get_trades",
+    "batch_get_trades_sync",
+    "default_client_name",
 ]

@@ -154,11 +154,16 @@ class MarketsTest(unittest.TestCase):
 
     def test_more_tickers_than_one_batch_holds(self):
         # kproxy takes at most 100 tickers per request; the client splits.
+        # 110 failures: all returned, one warning for the whole call.
         unknown = ["KXNONE%03d" % i for i in range(110)]
-        got = batch_get_markets_sync(kproxy_url(), ["KXFEDDECISION"] + unknown + ["KXFEDDECISION"])
+        with self.assertLogs("kproxy", "WARNING") as cm:
+            got = batch_get_markets_sync(kproxy_url(), ["KXFEDDECISION"] + unknown + ["KXFEDDECISION"])
         self.assertEqual(list(got), ["KXFEDDECISION"])
         self.assertEqual(len(got.errors), 110)
         self.assertTrue(all(e.status == 404 for e in got.errors.values()))
+        self.assertEqual(len(cm.records), 1, cm.output)
+        self.assertTrue(cm.records[0].getMessage().startswith(
+            "batch_get_markets: 110 of 111 series failed: KXNONE000 (404), "), cm.output)
 
     def test_whole_request_errors_raise(self):
         with self.assertRaises(KproxyError) as cm:
@@ -244,24 +249,35 @@ class EventsSeriesTest(unittest.TestCase):
 
 
 class TheirExamplesTest(unittest.TestCase):
-    """The team's own example scripts, with only their import changed, run as is."""
+    """The team's own example scripts, with only their import changed, run as shipped."""
 
-    def run_example(self, name):
-        env = dict(os.environ)
-        env.pop("KPROXY_URL", None)  # the URL must come from their client
-        env["KALSHI_BASE_URL"] = kproxy_url().rstrip("/") + "/trade-api/v2"
-        env["PYTHONPATH"] = os.path.join(HERE, "fixtures")
+    EXAMPLES = os.path.join(CLIENT_DIR, "examples")
+    FIXTURE_SAYS = "fomc_analysis test fixture: get_kalshi_client"
+
+    def run_example(self, name, fomc_analysis=False):
+        """Runs python/examples/NAME with the installed kproxy, from another directory.
+
+        As shipped: KPROXY_URL only, no PYTHONPATH (the example's stand-in
+        client). With fomc_analysis: the team's package (a test fixture here)
+        on PYTHONPATH and the URL only in their client's KALSHI_BASE_URL.
+        """
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KALSHI_BASE_URL")}
+        if fomc_analysis:
+            env.pop("KPROXY_URL")  # the URL must come from their client
+            env["KALSHI_BASE_URL"] = kproxy_url().rstrip("/") + "/trade-api/v2"
+            env["PYTHONPATH"] = os.path.join(HERE, "fixtures")
         p = subprocess.run(
-            [sys.executable, os.path.join(CLIENT_DIR, "examples", name)],
+            [sys.executable, os.path.join(self.EXAMPLES, name)],
             env=env, capture_output=True, text=True, timeout=120, cwd=HERE,
         )
         self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.FIXTURE_SAYS in p.stderr, fomc_analysis, "whose get_kalshi_client ran: " + p.stderr)
         return p.stdout
 
     def assert_only_imports_changed(self, name):
         with open(os.path.join(HERE, "testdata", name.replace(".py", ".orig.py"))) as f:
             orig = f.read().splitlines()
-        with open(os.path.join(CLIENT_DIR, "examples", name)) as f:
+        with open(os.path.join(self.EXAMPLES, name)) as f:
             text = f.read()
         # The example's docstring comes first; the code after it is theirs.
         code = text.split('"""', 2)[2].lstrip("\n").splitlines()
@@ -271,21 +287,30 @@ class TheirExamplesTest(unittest.TestCase):
         for line in changed:
             body = line[1:].strip()
             self.assertTrue(
-                body.startswith(("from ", "import ")) or body in (")", "get_kalshi_client,", "batch_get_markets,", "batch_get_series,"),
+                body.startswith(("from ", "import ", "try:", "except ModuleNotFoundError:"))
+                or body in (")", "get_kalshi_client,", "batch_get_markets,", "batch_get_series,"),
                 "a line other than the import changed: %r" % line,
             )
         self.assertIn("+from kproxy import batch_get_markets", "\n".join(changed))
 
+    def test_every_example_runs_as_shipped(self):
+        names = sorted(n for n in os.listdir(self.EXAMPLES) if n.endswith(".py") and not n.startswith("_"))
+        self.assertGreaterEqual(len(names), 2)
+        for name in names:
+            with self.subTest(name):
+                self.assertTrue(self.run_example(name), "an example prints what it fetched")
+
     def test_fetch_series_markets(self):
         self.assert_only_imports_changed("fetch_series_markets.py")
-        self.assertEqual(
-            self.run_example("fetch_series_markets.py"),
-            "KXEARNINGSMENTIONMETA: 12 markets\nKXEARNINGSMENTIONTSLA: 12 markets\nKXEARNINGSMENTIONNVDA: 12 markets\n",
-        )
+        want = "KXEARNINGSMENTIONMETA: 12 markets\nKXEARNINGSMENTIONTSLA: 12 markets\nKXEARNINGSMENTIONNVDA: 12 markets\n"
+        self.assertEqual(self.run_example("fetch_series_markets.py"), want)
+        self.assertEqual(self.run_example("fetch_series_markets.py", fomc_analysis=True), want)
 
     def test_mixed_async_operations(self):
         self.assert_only_imports_changed("mixed_async_operations.py")
-        self.assertEqual(self.run_example("mixed_async_operations.py"), "Fetched 2 market batches\nFetched 2 series info\n")
+        want = "Fetched 2 market batches\nFetched 2 series info\n"
+        self.assertEqual(self.run_example("mixed_async_operations.py"), want)
+        self.assertEqual(self.run_example("mixed_async_operations.py", fomc_analysis=True), want)
 
 
 if __name__ == "__main__":

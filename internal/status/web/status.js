@@ -16,7 +16,7 @@
     return obj;
   }
 
-  function pct(v) { return v == null ? "–" : (v * 100).toFixed(v >= 0.9995 || v === 0 ? 0 : 1) + "%"; }
+  function pct(v) { return v == null ? "–" : (v * 100).toFixed(Math.abs(v) >= 0.9995 || v === 0 ? 0 : 1) + "%"; }
   function num(v) {
     if (v == null) return "–";
     if (Math.abs(v) >= 1e6) return (v / 1e6).toFixed(2) + "M";
@@ -70,10 +70,12 @@
   // How each field is shown; the rest are plain counts.
   var formats = {
     "uptime_seconds": duration,
-    "never_reached_kalshi.since_start": pct, "never_reached_kalshi.last_minute": pct,
+    "upstream_calls_avoided.share": pct, "upstream_calls_avoided.last_minute.share": pct,
     "hit_ratio.last_minute": pct, "hit_ratio.since_start": pct,
+    "stale_ratio.last_minute": pct, "stale_ratio.since_start": pct,
     "rates.window_seconds": function (v) { return v == null ? "–" : Math.round(v); },
-    "rates.total": rate, "rates.hit": rate, "rates.stale": rate, "rates.miss": rate, "rates.bypass": rate,
+    "rates.total": rate, "rates.hit": rate, "rates.stale": rate, "rates.miss": rate,
+    "rates.upstream": rate, "rates.passed_through": rate,
     "upstream_budget.read_share": pct, "upstream_budget.write_share": pct,
     "upstream_budget.reads_per_second": rate, "upstream_budget.writes_per_second": rate,
     "upstream_budget.read_rate": function (v) { return v ? rate(v) : "unlimited"; },
@@ -104,9 +106,9 @@
   function outcomeBar(rates) {
     var bar = document.getElementById("outcome-bar");
     while (bar.firstChild) bar.removeChild(bar.firstChild);
-    var total = rates.hit + rates.stale + rates.miss + rates.bypass;
+    var total = rates.hit + rates.stale + rates.miss;
     if (!(total > 0)) return;
-    ["hit", "stale", "miss", "bypass"].forEach(function (k) {
+    ["hit", "stale", "miss"].forEach(function (k) {
       if (!(rates[k] > 0)) return;
       var d = document.createElement("div");
       d.className = "k-" + k;
@@ -132,29 +134,57 @@
     });
   }
 
-  function routes(list) {
-    var tb = document.getElementById("routes");
+  // table fills tbody id with one row per item: cells(item) gives [text,
+  // raw value] pairs; key(item) names the row (data-key).
+  function table(id, list, width, key, cells) {
+    var tb = document.getElementById(id);
     while (tb.firstChild) tb.removeChild(tb.firstChild);
     if (!list || list.length === 0) {
       var tr0 = document.createElement("tr"), td0 = document.createElement("td");
-      td0.colSpan = 6; td0.className = "sub"; td0.textContent = "no requests yet";
+      td0.colSpan = width; td0.className = "sub"; td0.textContent = "no requests yet";
       tr0.appendChild(td0); tb.appendChild(tr0);
       return;
     }
     list.forEach(function (r) {
       var tr = document.createElement("tr");
-      tr.setAttribute("data-route", r.route);
-      var name = r.route.indexOf("/trade-api/v2") === 0 ? r.route.slice("/trade-api/v2".length) || "/" : r.route;
-      [[name, r.route], [num(r.requests), r.requests], [pct(r.hit_ratio), r.hit_ratio],
-       [ms(r.p50_ms), r.p50_ms], [ms(r.p99_ms), r.p99_ms], [num(r.upstream), r.upstream]].forEach(function (c, i) {
+      tr.setAttribute("data-key", key(r));
+      cells(r).forEach(function (c, i) {
         var td = document.createElement("td");
         td.textContent = c[0];
         td.setAttribute("data-value", c[1] == null ? "null" : String(c[1]));
-        if (i === 0) td.title = r.route;
+        if (i === 0) td.title = key(r);
         tr.appendChild(td);
       });
       tb.appendChild(tr);
     });
+  }
+
+  function routes(list) {
+    table("routes", list, 11, function (r) { return r.route; }, function (r) {
+      var name = r.route.indexOf("/trade-api/v2") === 0 ? r.route.slice("/trade-api/v2".length) || "/" : r.route;
+      var avoided = num(r.avoided) + (r.avoided_share == null ? "" : " (" + pct(r.avoided_share) + ")");
+      return [[name, r.route], [r.ttl_seconds == null ? "–" : r.ttl_seconds + " s", r.ttl_seconds],
+        [num(r.requests), r.requests], [num(r.hit), r.hit], [num(r.stale), r.stale], [num(r.miss), r.miss],
+        [num(r.upstream), r.upstream], [avoided, r.avoided], [pct(r.hit_ratio), r.hit_ratio],
+        [ms(r.p50_ms), r.p50_ms], [ms(r.p99_ms), r.p99_ms]];
+    });
+  }
+
+  function clients(list) {
+    table("clients", list, 3, function (c) { return c.name; }, function (c) {
+      return [[c.name, c.name], [num(c.requests), c.requests], [num(c.upstream), c.upstream]];
+    });
+  }
+
+  function advice(list) {
+    var box = document.getElementById("advice");
+    while (box.firstChild) box.removeChild(box.firstChild);
+    (list || []).forEach(function (a) {
+      var p = document.createElement("p");
+      p.textContent = a;
+      box.appendChild(p);
+    });
+    box.hidden = !list || list.length === 0;
   }
 
   function el(name, attrs, parent) {
@@ -207,7 +237,7 @@
     var s = r.series, t = s.t;
     chart("c-outcomes", t, [
       { cls: "hit", values: s.hit }, { cls: "stale", values: s.stale },
-      { cls: "miss", values: s.miss }, { cls: "bypass", values: s.bypass }
+      { cls: "miss", values: s.miss }, { cls: "bypass", values: s.passed_through }
     ], { fmt: rate });
     chart("c-ratio", t, [{ cls: "ratio", values: s.hit_ratio }], { max: 1, fmt: pct });
     var up = [{ cls: "read", values: s.upstream_reads }, { cls: "write", values: s.upstream_writes }];
@@ -225,6 +255,8 @@
   function render(r) {
     last = r;
     fields(r);
+    var saved = r.upstream_calls_avoided.share;
+    document.querySelector(".hero .big").className = "big" + (saved != null && saved < 0 ? " negative" : "");
     var badge = document.getElementById("breaker-badge");
     badge.className = "badge " + r.breaker.state;
     gauge("g-read", r.upstream_budget.read_share);
@@ -233,6 +265,8 @@
     outcomeBar(r.rates);
     transitions(r.breaker.transitions);
     routes(r.routes);
+    clients(r.clients);
+    advice(r.advice);
     charts(r);
     updates++;
     document.body.setAttribute("data-updates", String(updates));
