@@ -47,8 +47,9 @@ type Options struct {
 	BodyTimeout time.Duration
 	// Version is shown by the status page; empty means "dev".
 	Version string
-	// Clock decides freshness (fetch path, shared entries, live pushes);
-	// nil means real time. Deadlines and backoff stay on the wall clock.
+	// Clock decides freshness (fetch path, Age and Cache-Status, shared
+	// entries, live pushes) and dates the status page's samples; nil means
+	// real time. Deadlines, backoff and rate limits stay on the wall clock.
 	Clock clock.Clock
 }
 
@@ -478,6 +479,7 @@ func (a *App) newStatus() error {
 		Breaker:  func() string { return a.Breaker.State().String() },
 		Redis:    redisPart,
 		Live:     livePart,
+		Now:      clock.NowFunc(a.opts.Clock),
 	})
 	if err != nil {
 		return err

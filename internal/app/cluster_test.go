@@ -630,7 +630,11 @@ func TestUpstream429SlowsEveryReplica(t *testing.T) {
 	r.fake.SetFault(kalshitest.Fault{Status: http.StatusTooManyRequests, Times: 1, Paths: []string{a}})
 	first := make(chan answer, 1)
 	go func() { first <- r.get(0, a) }()
-	kproxytest.Eventually(t, 5*time.Second, "the first request reaches the upstream", func() bool { return r.fake.Total() >= 1 })
+	// Replica 0 counts its retry once it has pushed the penalty to the
+	// shared bucket.
+	kproxytest.Eventually(t, 5*time.Second, "replica 0 got the 429 and penalized the shared bucket", func() bool {
+		return metric(t, &harness{app: r.app(0)}, "kproxy_upstream_retries_total", "reason", "429") >= 1
+	})
 	// Replica 1 never saw the 429, but shares the bucket it pushed back.
 	if got := r.get(1, b); got.status != http.StatusOK {
 		t.Fatalf("other replica: %d", got.status)

@@ -39,6 +39,7 @@ func TestMissThenHit(t *testing.T) {
 	wantHeader(t, resp, "X-Cache", "MISS")
 	wantHeader(t, resp, "Cache-Status", "kproxy; fwd=uri-miss; stored")
 
+	h.clock.Advance(500 * time.Millisecond) // 1.5s of the 2s ttl left
 	resp, second := h.get(path)
 	wantHeader(t, resp, "X-Cache", "HIT")
 	wantHeader(t, resp, "Cache-Status", "kproxy; hit; ttl=1")

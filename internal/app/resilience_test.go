@@ -13,12 +13,7 @@ package app_test
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -1035,30 +1030,9 @@ func TestWriteBucketIsSeparateFromReadBucket(t *testing.T) {
 	}
 }
 
-// writeKey writes key as a PKCS#8 PEM file and returns its path.
-func writeKey(t *testing.T, key *rsa.PrivateKey) string {
-	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := filepath.Join(t.TempDir(), "kproxy.pem")
-	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
 func TestOwnKeySignsSharedFetches(t *testing.T) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, func(c *config.Config) {
-		c.Upstream.APIKeyID = "kproxy-key-id"
-		c.Upstream.PrivateKeyFile = writeKey(t, key)
-	})
-	h.fake.SetPublicKey(&key.PublicKey)
+	// kproxy's own key; the fake verifies every signature.
+	h := newHarness(t, nil, kproxytest.WithSigning())
 
 	// A client with a bogus signature: forwarded as is, the fake would
 	// answer 401.
@@ -1078,7 +1052,7 @@ func TestOwnKeySignsSharedFetches(t *testing.T) {
 		t.Fatalf("upstream saw %d requests, want 3", len(reqs))
 	}
 	for _, r := range reqs {
-		if got := r.Header.Get(kalshitest.HeaderKey); got != "kproxy-key-id" {
+		if got := r.Header.Get(kalshitest.HeaderKey); got != h.Config.Upstream.APIKeyID {
 			t.Errorf("%s: KALSHI-ACCESS-KEY = %q, want kproxy's key id", r.Path, got)
 		}
 		if got := r.Header.Get("Authorization"); got != "" {
@@ -1102,7 +1076,7 @@ func TestOwnKeySignsSharedFetches(t *testing.T) {
 	// Private routes keep the client's own credentials.
 	balance := "/trade-api/v2/portfolio/balance"
 	ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	sig, err := kalshitest.Sign(key, ts, http.MethodGet, balance)
+	sig, err := kalshitest.Sign(kalshitest.TestKey(t), ts, http.MethodGet, balance)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1284,28 +1258,11 @@ func TestAccessLogHasFieldsAndNoCredentials(t *testing.T) {
 // shutdownApp runs a kproxy on a real listener in front of fake, the way
 // main does, and returns its base URL, the cancel that starts the drain,
 // and the channel Serve's result arrives on.
-func shutdownApp(t *testing.T, fake *kalshitest.Server, shutdownTimeout time.Duration) (*app.App, string, context.CancelFunc, chan error) {
+func shutdownApp(t *testing.T, fake *kalshitest.Server, shutdownTimeout time.Duration) (*app.App, string, func(), <-chan error) {
 	t.Helper()
-	up := httptest.NewServer(fake)
-	t.Cleanup(up.Close)
-	cfg := config.Default()
-	cfg.Upstream.URL = up.URL
-	cfg.ShutdownTimeout = config.Duration(shutdownTimeout)
-	cfg.Batch.AutoWindow = 0
-	a, err := app.New(cfg, app.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx, ln) }()
-	return a, "http://" + ln.Addr().String(), cancel, served
+	p := kproxytest.New(t, kproxytest.WithServe(), kproxytest.WithFake(fake),
+		kproxytest.WithConfig(func(c *config.Config) { c.ShutdownTimeout = config.Duration(shutdownTimeout) }))
+	return p.App, p.URL, p.Drain, p.Served()
 }
 
 func readyzDirect(a *app.App) (int, string) {

@@ -58,6 +58,11 @@ type Proxy struct {
 	mu       sync.Mutex    // guards changed
 	stop     func()
 	stopOnce sync.Once
+	// With WithServe: drain cancels Serve's context; served is closed
+	// when Serve has returned, and serveErr then holds what it returned.
+	drain    context.CancelFunc
+	served   chan struct{}
+	serveErr chan error
 }
 
 type settings struct {
@@ -69,6 +74,7 @@ type settings struct {
 	realClock   bool
 	signed      bool
 	tune        func(*http.Server)
+	serve       bool
 }
 
 // Option adjusts what New builds.
@@ -139,6 +145,13 @@ func WithLive() Option {
 // WithServer tunes the http.Server kproxy is served by (limits tests).
 func WithServer(tune func(*http.Server)) Option {
 	return func(s *settings) { s.tune = tune }
+}
+
+// WithServe serves kproxy with app.Serve, as main does, so a test can
+// drain it (Proxy.Drain) the way SIGTERM does. The handler is then not
+// wrapped: InFlight and AwaitInFlight are not available.
+func WithServe() Option {
+	return func(s *settings) { s.serve = true }
 }
 
 // New starts a fake Kalshi and a kproxy in front of it, on 127.0.0.1, and
@@ -215,10 +228,56 @@ func New(t testing.TB, options ...Option) *Proxy {
 	}
 	p.Addr = ln.Addr().String()
 	p.URL = "http://" + p.Addr
+	if s.serve {
+		p.serveApp(ln)
+	} else {
+		p.serveHandler(ln, s.tune)
+	}
+	t.Cleanup(func() {
+		p.Close()
+		if t.Failed() && logs == p.Logs {
+			t.Logf("kproxy logs:\n%s", p.Logs.String())
+		}
+	})
+	return p
+}
+
+// serveApp serves with app.Serve until Drain.
+func (p *Proxy) serveApp(ln net.Listener) {
+	ctx, cancel := context.WithCancel(context.Background())
+	p.drain, p.served, p.serveErr = cancel, make(chan struct{}), make(chan error, 1)
+	go func() {
+		p.serveErr <- p.App.Serve(ctx, ln)
+		close(p.served)
+	}()
+	p.stop = func() {
+		cancel()
+		<-p.served
+		p.App.Close()
+	}
+}
+
+// Drain starts kproxy's drain, what SIGTERM does in main (WithServe
+// only); Served delivers what app.Serve returned once it has.
+func (p *Proxy) Drain() {
+	p.t.Helper()
+	if p.drain == nil {
+		p.t.Fatal("kproxytest: Drain needs WithServe")
+	}
+	p.drain()
+}
+
+// Served delivers, once, what app.Serve returned (WithServe only).
+func (p *Proxy) Served() <-chan error { return p.serveErr }
+
+// serveHandler serves kproxy's http.Server (HTTPServer, tuned by tune)
+// with its handler counting the requests in flight.
+func (p *Proxy) serveHandler(ln net.Listener, tune func(*http.Server)) {
+	t, a := p.t, p.App
 	hs := a.Server.HTTPServer(p.Addr)
 	hs.Handler = p.track(hs.Handler)
-	if s.tune != nil {
-		s.tune(hs)
+	if tune != nil {
+		tune(hs)
 	}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
@@ -233,13 +292,6 @@ func New(t testing.TB, options ...Option) *Proxy {
 		}
 		a.Close()
 	}
-	t.Cleanup(func() {
-		p.Close()
-		if t.Failed() && logs == p.Logs {
-			t.Logf("kproxy logs:\n%s", p.Logs.String())
-		}
-	})
-	return p
 }
 
 // Close stops serving, then closes the App (waiting for its shared
@@ -281,6 +333,9 @@ func (p *Proxy) Entered() int { return int(p.entered.Load()) }
 // flight of the stalled leader.
 func (p *Proxy) AwaitInFlight(n int) {
 	p.t.Helper()
+	if p.served != nil {
+		p.t.Fatal("kproxytest: AwaitInFlight is not available WithServe")
+	}
 	timeout := time.NewTimer(10 * time.Second)
 	defer timeout.Stop()
 	for {

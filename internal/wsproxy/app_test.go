@@ -1,10 +1,8 @@
 package wsproxy_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,7 +10,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
 	"github.com/kproxy/kproxy/internal/kproxytest"
@@ -25,31 +22,15 @@ func TestThroughKproxy(t *testing.T) {
 	leakCheck(t)
 	fake, up := startFake(t)
 	fake.SetPublicKey(&kalshitest.TestKey(t).PublicKey)
-	cfg := config.Default()
-	cfg.Upstream.URL = up.URL
-	cfg.Log.Access = true
-	cfg.ShutdownTimeout = config.Duration(5 * time.Second)
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	logs := &kproxytest.Buffer{}
-	a, err := app.New(cfg, app.Options{LogOutput: logs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx, ln) }()
-	base := "http://" + ln.Addr().String()
+	p := kproxytest.New(t, kproxytest.WithServe(), kproxytest.WithFake(fake), kproxytest.WithUpstreamURL(up.URL),
+		kproxytest.WithConfig(func(c *config.Config) {
+			c.Log.Access = true
+			c.ShutdownTimeout = config.Duration(5 * time.Second)
+		}))
+	a, base, logs, stop, served := p.App, p.URL, p.Logs, p.Drain, p.Served()
 	bctx := bound(t)
 
-	c, resp, err := websocket.Dial(bctx, "ws://"+ln.Addr().String()+kalshitest.WSPath, &websocket.DialOptions{HTTPHeader: signed(t)})
+	c, resp, err := websocket.Dial(bctx, "ws://"+p.Addr+kalshitest.WSPath, &websocket.DialOptions{HTTPHeader: signed(t)})
 	if err != nil {
 		t.Fatalf("Dial through kproxy: %v (%v)", err, resp)
 	}
