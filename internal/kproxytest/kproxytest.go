@@ -28,7 +28,7 @@ import (
 	"github.com/kproxy/kproxy/internal/kalshitest"
 )
 
-// Start is where every fake clock of this package starts. It is the real
+// start is where every fake clock of this package starts: the real
 // time of the process start, so times kproxy writes (Date, Age) stay
 // plausible.
 var start = time.Now().Truncate(time.Second)
