@@ -126,7 +126,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 
 	if err := chromedp.Do(bctx,
 		chromedp.EmulateViewport(1280, 900),
-		chromedp.Navigate(k.srv.URL+"/status"),
+		chromedp.Navigate(k.URL+"/status"),
 	); err != nil {
 		t.Fatalf("loading /status: %v", err)
 	}
