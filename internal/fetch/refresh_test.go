@@ -2,80 +2,14 @@ package fetch
 
 import (
 	"net/http"
-	"slices"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	kclock "github.com/kproxy/kproxy/internal/clock"
 	"github.com/kproxy/kproxy/internal/route"
 	"github.com/kproxy/kproxy/internal/upstream"
 )
-
-// timers is the Fetcher's AfterFunc on a test clock: Advance moves the
-// clock to each due timer in turn and runs it there, before moving on.
-type timers struct {
-	c       *clock
-	mu      sync.Mutex
-	pending []*testTimer
-	made    int
-}
-
-type testTimer struct {
-	at      time.Time
-	fn      func()
-	stopped bool
-}
-
-func (ts *timers) afterFunc(d time.Duration, fn func()) func() bool {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	t := &testTimer{at: ts.c.Now().Add(d), fn: fn}
-	ts.pending = append(ts.pending, t)
-	ts.made++
-	return func() bool {
-		ts.mu.Lock()
-		defer ts.mu.Unlock()
-		i := slices.Index(ts.pending, t)
-		if i < 0 {
-			return false
-		}
-		ts.pending = slices.Delete(ts.pending, i, i+1)
-		return true
-	}
-}
-
-// scheduled is how many timers were ever made.
-func (ts *timers) scheduled() int {
-	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	return ts.made
-}
-
-// Advance moves the clock by d, running the timers due on the way.
-func (ts *timers) Advance(d time.Duration) {
-	end := ts.c.Now().Add(d)
-	for {
-		ts.mu.Lock()
-		var next *testTimer
-		for _, t := range ts.pending {
-			if !t.at.After(end) && (next == nil || t.at.Before(next.at)) {
-				next = t
-			}
-		}
-		if next != nil {
-			ts.pending = slices.DeleteFunc(ts.pending, func(t *testTimer) bool { return t == next })
-		}
-		ts.mu.Unlock()
-		if next == nil {
-			break
-		}
-		if now := ts.c.Now(); next.at.After(now) {
-			ts.c.Add(next.at.Sub(now))
-		}
-		next.fn()
-	}
-	ts.c.Add(end.Sub(ts.c.Now()))
-}
 
 // pollRoute is a trading route as shipped: 2s fresh, 1s
 // stale-while-revalidate, a minute stale-if-error.
@@ -83,15 +17,27 @@ var pollRoute = &route.Route{Pattern: marketPattern, Policy: route.Policy{
 	TTL: 2 * time.Second, StaleWhileRevalidate: time.Second, StaleIfError: time.Minute,
 }}
 
-// newPollEnv is newEnv with timers on its clock.
-func newPollEnv(t *testing.T) (*env, *timers) {
+// pollEnv is an env on a clock.Fake whose timers the Fetcher uses, and
+// counts the refreshes it schedules.
+type pollEnv struct {
+	*env
+	fake      *kclock.Fake
+	scheduled atomic.Int32
+}
+
+func newPollEnv(t *testing.T) *pollEnv {
 	t.Helper()
-	ts := &timers{}
-	e := newEnv(t, ok, func(c *Config) {})
-	ts.c = e.clock
-	e.f.ahead.afterFunc = ts.afterFunc
-	t.Cleanup(e.f.Close)
-	return e, ts
+	pe := &pollEnv{fake: kclock.NewFake(t0)}
+	after := kclock.AfterFuncOf(pe.fake)
+	pe.env = newEnv(t, ok, func(c *Config) {
+		c.Now = pe.fake.Now
+		c.AfterFunc = func(d time.Duration, fn func()) func() bool {
+			pe.scheduled.Add(1)
+			return after(d, fn)
+		}
+	})
+	t.Cleanup(pe.f.Close)
+	return pe
 }
 
 func pollRequest() *Request {
@@ -104,13 +50,13 @@ func pollRequest() *Request {
 
 // poll sends n requests period apart and returns their outcomes and how
 // far past its ttl each answer was (negative: fresh).
-func poll(t *testing.T, e *env, ts *timers, n int, period time.Duration) (outs []Outcome, pastTTL []time.Duration) {
+func poll(t *testing.T, e *pollEnv, n int, period time.Duration) (outs []Outcome, pastTTL []time.Duration) {
 	t.Helper()
 	for i := range n {
 		if i > 0 {
-			ts.Advance(period)
+			e.fake.Advance(period)
 		}
-		now := e.clock.Now()
+		now := e.fake.Now()
 		res := e.f.Get(t.Context(), pollRequest())
 		if res.Entry == nil {
 			t.Fatalf("poll %d: %v %v", i, res.Outcome, res.Err)
@@ -122,9 +68,9 @@ func poll(t *testing.T, e *env, ts *timers, n int, period time.Duration) (outs [
 }
 
 func TestRefreshAheadKeepsSteadyPollerFresh(t *testing.T) {
-	e, ts := newPollEnv(t)
+	e := newPollEnv(t)
 	const ttls = 10
-	outs, _ := poll(t, e, ts, 2*ttls+1, time.Second) // t = 0s .. 20s
+	outs, _ := poll(t, e, 2*ttls+1, time.Second) // t = 0s .. 20s
 	if outs[0] != Stored {
 		t.Errorf("first poll = %v, want stored", outs[0])
 	}
@@ -147,9 +93,9 @@ func TestRefreshAheadKeepsSteadyPollerFresh(t *testing.T) {
 }
 
 func TestRefreshAheadNotForSlowPoller(t *testing.T) {
-	e, ts := newPollEnv(t)
-	outs, past := poll(t, e, ts, 8, 3*time.Second)
-	if got := ts.scheduled(); got != 0 {
+	e := newPollEnv(t)
+	outs, past := poll(t, e, 8, 3*time.Second)
+	if got := int(e.scheduled.Load()); got != 0 {
 		t.Errorf("refreshes scheduled = %d, want 0", got)
 	}
 	for i, o := range outs {
@@ -164,10 +110,10 @@ func TestRefreshAheadNotForSlowPoller(t *testing.T) {
 
 func TestRefreshAheadOneOffAndStoppedPolls(t *testing.T) {
 	t.Run("one-off request schedules nothing", func(t *testing.T) {
-		e, ts := newPollEnv(t)
-		poll(t, e, ts, 1, 0)
-		ts.Advance(time.Minute)
-		if got, want := ts.scheduled(), 0; got != want {
+		e := newPollEnv(t)
+		poll(t, e, 1, 0)
+		e.fake.Advance(time.Minute)
+		if got, want := int(e.scheduled.Load()), 0; got != want {
 			t.Errorf("refreshes scheduled = %d, want %d", got, want)
 		}
 		if got := e.up.fills(); got != 1 {
@@ -175,10 +121,10 @@ func TestRefreshAheadOneOffAndStoppedPolls(t *testing.T) {
 		}
 	})
 	t.Run("stopped polls cost at most one refresh", func(t *testing.T) {
-		e, ts := newPollEnv(t)
-		poll(t, e, ts, 4, time.Second)
+		e := newPollEnv(t)
+		poll(t, e, 4, time.Second)
 		before := e.up.fills()
-		ts.Advance(time.Minute)
+		e.fake.Advance(time.Minute)
 		// The last polls scheduled one refresh; the entry it stored has
 		// no hits and schedules nothing.
 		if got := e.up.fills() - before; got != 1 {
@@ -186,14 +132,14 @@ func TestRefreshAheadOneOffAndStoppedPolls(t *testing.T) {
 		}
 	})
 	t.Run("replaced entry is not refreshed", func(t *testing.T) {
-		e, ts := newPollEnv(t)
-		poll(t, e, ts, 2, time.Second) // schedules the refresh of the first entry
-		if ts.scheduled() != 1 {
-			t.Fatalf("refreshes scheduled = %d, want 1", ts.scheduled())
+		e := newPollEnv(t)
+		poll(t, e, 2, time.Second) // schedules the refresh of the first entry
+		if int(e.scheduled.Load()) != 1 {
+			t.Fatalf("refreshes scheduled = %d, want 1", int(e.scheduled.Load()))
 		}
-		e.put(pollRequest(), e.clock.Now()) // a newer answer (a push, a no-cache fetch)
+		e.put(pollRequest(), e.fake.Now()) // a newer answer (a push, a no-cache fetch)
 		before := e.up.fills()
-		ts.Advance(time.Second)
+		e.fake.Advance(time.Second)
 		if got := e.up.fills() - before; got != 0 {
 			t.Errorf("upstream calls = %d, want 0 (the entry refreshed ahead is gone)", got)
 		}
@@ -201,18 +147,18 @@ func TestRefreshAheadOneOffAndStoppedPolls(t *testing.T) {
 }
 
 func TestCloseCancelsScheduledRefresh(t *testing.T) {
-	e, ts := newPollEnv(t)
-	poll(t, e, ts, 2, time.Second) // schedules one refresh
+	e := newPollEnv(t)
+	poll(t, e, 2, time.Second) // schedules one refresh
 	e.f.Close()
 	before := e.up.fills()
-	ts.Advance(time.Minute)
+	e.fake.Advance(time.Minute)
 	if got := e.up.fills() - before; got != 0 {
 		t.Errorf("upstream calls after Close = %d, want 0", got)
 	}
 }
 
 func TestHitNotingAllocatesNothing(t *testing.T) {
-	e, _ := newPollEnv(t)
+	e := newPollEnv(t)
 	req := pollRequest()
 	e.put(req, t0)
 	ctx := t.Context()
