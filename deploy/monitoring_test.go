@@ -441,6 +441,7 @@ func scrapeKproxy(t *testing.T) (map[string]bool, []string) {
 	up := httptest.NewServer(fake)
 	t.Cleanup(up.Close)
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = up.URL
 	read, write := 1000.0, 10.0
 	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &read, &write

@@ -17,16 +17,17 @@ import (
 	"github.com/kproxy/kproxy/cache"
 	"github.com/kproxy/kproxy/internal/cluster"
 	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/disk"
 	"github.com/kproxy/kproxy/internal/fetch"
 	"github.com/kproxy/kproxy/internal/legacy"
 	"github.com/kproxy/kproxy/internal/live"
 	"github.com/kproxy/kproxy/internal/logging"
 	"github.com/kproxy/kproxy/internal/metrics"
-	"github.com/kproxy/kproxy/proxy"
 	"github.com/kproxy/kproxy/internal/route"
 	"github.com/kproxy/kproxy/internal/status"
 	"github.com/kproxy/kproxy/internal/upstream"
 	"github.com/kproxy/kproxy/internal/wsproxy"
+	"github.com/kproxy/kproxy/proxy"
 )
 
 // Options adjust how an App is built; the zero value is production.
@@ -66,6 +67,9 @@ type App struct {
 	Cluster *cluster.Cluster
 	// WS is the WebSocket pass-through on /trade-api/ws/v2.
 	WS *wsproxy.Proxy
+	// Disk is the history tier (cache.disk.path); never nil: off without
+	// a path, down when the directory cannot be used.
+	Disk *disk.Store
 
 	accessBuf *logging.Buffered
 }
@@ -182,10 +186,16 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	diskTier, err := a.newDisk(cfg)
+	if err != nil {
+		return nil, err
+	}
 	a.Fetcher, err = fetch.New(fetch.Config{
 		Store:       fetchStore,
 		OnRequest:   onRequest,
 		Shared:      shared,
+		Disk:        diskTier,
+		Offline:     cfg.Upstream.Offline,
 		Upstream:    a.Upstream,
 		Timeout:     fetchTimeout,
 		NegativeTTL: time.Duration(cfg.Cache.NegativeTTL),
@@ -221,6 +231,8 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		UpstreamURL: origin.String(),
 		RedisState:  redisState,
 		LiveState:   a.liveState,
+		Disk:        a.Disk,
+		Offline:     cfg.Upstream.Offline,
 		Metrics:     m,
 		Logger:      a.Logger,
 		AccessLog:   access,
@@ -267,6 +279,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 			Breaker:  func() string { return a.Breaker.State().String() },
 			Redis:    redisPart,
 			Live:     livePart,
+			Disk:     a.diskPart(),
 		})
 		if err != nil {
 			return nil, err
@@ -334,6 +347,46 @@ func (a *App) newLive(cfg *config.Config, routes *route.Table, signer *upstream.
 		return nil, nil, err
 	}
 	return a.Live.Store(), a.Live.OnRequest, nil
+}
+
+// newDisk opens the history tier (docs/history.md) and registers its
+// metrics. An unusable directory is not an error: the store is down, says
+// why once (log line, /readyz, kproxy_disk_up) and kproxy serves without
+// it. The fetch path gets the tier only when it is up at start.
+func (a *App) newDisk(cfg *config.Config) (fetch.Disk, error) {
+	var err error
+	a.Disk, err = disk.Open(disk.Config{
+		Path:     cfg.Cache.Disk.Path,
+		MaxBytes: int64(cfg.Cache.Disk.MaxBytes),
+		Logger:   a.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("config: cache.disk: %w", err)
+	}
+	if a.Metrics != nil {
+		a.Metrics.EnableDisk(func() metrics.DiskStats {
+			st := a.Disk.Stats()
+			return metrics.DiskStats{Up: st.State == disk.StateUp, Items: st.Items, Bytes: st.Bytes,
+				Hits: st.Hits, Corrupt: st.Corrupt, Evictions: st.Evictions, Writes: st.Writes, Dropped: st.Dropped}
+		})
+	}
+	if a.Disk.Stats().State != disk.StateUp {
+		return nil, nil
+	}
+	return a.Disk, nil
+}
+
+// diskPart is the status page's disk tier section.
+func (a *App) diskPart() status.Part {
+	return status.PartFunc(func() map[string]any {
+		st := a.Disk.Stats()
+		p := map[string]any{"state": string(st.State), "bytes": st.Bytes, "max_bytes": st.MaxBytes, "items": st.Items,
+			"hits": st.Hits, "immutable": st.Immutable, "corrupt": st.Corrupt}
+		if st.Reason != "" && st.State == disk.StateDown {
+			p["reason"] = st.Reason
+		}
+		return p
+	})
 }
 
 func (a *App) liveState() string {
@@ -442,6 +495,13 @@ func (a *App) Close() {
 		a.Store.Close()
 	case <-time.After(time.Duration(a.Config.ShutdownTimeout)):
 		a.Logger.Warn("shared fetches still running at exit")
+	}
+	// Last: what is queued reaches the disk and the directory is
+	// released (a write still to come is dropped, never blocked).
+	if a.Disk != nil {
+		if err := a.Disk.Close(); err != nil {
+			a.Logger.Warn("closing the disk cache failed", "err", err)
+		}
 	}
 	if a.accessBuf != nil {
 		a.accessBuf.Close()

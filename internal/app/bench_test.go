@@ -27,6 +27,7 @@ func benchApp(b *testing.B, observe bool) *app.App {
 	up := httptest.NewServer(kalshitest.New())
 	b.Cleanup(up.Close)
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = up.URL
 	cfg.Log.Access = observe
 	a, err := app.New(cfg, app.Options{LogOutput: io.Discard, NoMetrics: !observe})

@@ -56,6 +56,7 @@ func newReplicas(t testing.TB, n int, mutate func(*config.Config)) *replicas {
 
 func (r *replicas) config() *config.Config {
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = r.up.URL
 	rate := 10000.0
 	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate

@@ -23,6 +23,7 @@ func TestDrainDelayKeepsServingWhileReadinessIsDraining(t *testing.T) {
 	up := httptest.NewServer(kalshitest.New())
 	t.Cleanup(up.Close)
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = up.URL
 	cfg.DrainDelay = config.Duration(delay)
 	cfg.ShutdownTimeout = config.Duration(5 * time.Second)

@@ -188,6 +188,7 @@ func cellHarness(t *testing.T, threshold int, kind string, g *fmGate) (*harness,
 	h := &harness{t: t, fake: kalshitest.New(), logs: &syncBuffer{}}
 	up.handler.Store(h.fake)
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = "http://" + up.addr
 	rate := 10000.0
 	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate

@@ -23,6 +23,8 @@ type harness struct {
 	app  *app.App
 	srv  *httptest.Server
 	logs *syncBuffer
+
+	stopped sync.Once
 }
 
 // syncBuffer collects logs from many goroutines.
@@ -47,10 +49,19 @@ func (s *syncBuffer) String() string {
 // configuration (generous rate limits, fast retries), adjusted by mutate.
 func newHarness(t *testing.T, mutate func(*config.Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, fake: kalshitest.New(), logs: &syncBuffer{}}
-	h.up = httptest.NewServer(h.fake)
-	t.Cleanup(h.up.Close)
+	fake := kalshitest.New()
+	up := httptest.NewServer(fake)
+	t.Cleanup(up.Close)
+	return newHarnessOn(t, fake, up, mutate)
+}
+
+// newHarnessOn is newHarness in front of a fake Kalshi already running (a
+// restart: several kproxys, one after the other, in front of one fake).
+func newHarnessOn(t *testing.T, fake *kalshitest.Server, up *httptest.Server, mutate func(*config.Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, fake: fake, up: up, logs: &syncBuffer{}}
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = h.up.URL
 	rate := 10000.0
 	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate
@@ -68,12 +79,18 @@ func newHarness(t *testing.T, mutate func(*config.Config)) *harness {
 	}
 	h.app = a
 	h.srv = httptest.NewServer(a.Server)
-	t.Cleanup(func() {
-		h.srv.Close()
-		a.Fetcher.Wait()
-		a.Close()
-	})
+	t.Cleanup(h.stop)
 	return h
+}
+
+// stop stops serving and closes the App (once; the test's cleanup calls
+// it too).
+func (h *harness) stop() {
+	h.stopped.Do(func() {
+		h.srv.Close()
+		h.app.Fetcher.Wait()
+		h.app.Close()
+	})
 }
 
 // url is kproxy's URL for path.

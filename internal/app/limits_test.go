@@ -32,6 +32,7 @@ func limitsHarness(t *testing.T, opts app.Options, tune func(*http.Server)) *har
 	h.up = httptest.NewServer(h.fake)
 	t.Cleanup(h.up.Close)
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = h.up.URL
 	rate := 10000.0
 	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate

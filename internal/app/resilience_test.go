@@ -1149,6 +1149,7 @@ func TestPrivateKeyProblemsAreStartupErrors(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := config.Default()
+			cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 			cfg.Upstream.APIKeyID = "kproxy-key-id"
 			cfg.Upstream.PrivateKeyFile = file
 			if err := cfg.Validate(); err != nil {
@@ -1315,6 +1316,7 @@ func shutdownApp(t *testing.T, fake *kalshitest.Server, shutdownTimeout time.Dur
 	up := httptest.NewServer(fake)
 	t.Cleanup(up.Close)
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = up.URL
 	cfg.ShutdownTimeout = config.Duration(shutdownTimeout)
 	cfg.Batch.AutoWindow = 0

@@ -74,6 +74,7 @@ func staleHarness(t *testing.T, mutate func(*config.Config)) (*harness, *switcha
 	h := &harness{t: t, fake: kalshitest.New(), logs: &syncBuffer{}}
 	up.handler.Store(h.fake)
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = "http://" + up.addr
 	rate := 10000.0
 	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate

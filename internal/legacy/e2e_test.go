@@ -27,6 +27,7 @@ func start(t *testing.T, mutate func(*config.Config)) *proxied {
 	p.up = httptest.NewServer(p.fake)
 	t.Cleanup(p.up.Close)
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = p.up.URL
 	cfg.Upstream.Timeout = config.Duration(2 * time.Second)
 	cfg.Batch.AutoWindow = 0

@@ -81,6 +81,7 @@ func start(t testing.TB, mutate func(*config.Config)) *rig {
 		t.Fatal(err)
 	}
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = r.up.URL
 	cfg.Upstream.APIKeyID = "kproxy-test-key"
 	cfg.Upstream.PrivateKeyFile = pemFile

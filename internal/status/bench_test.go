@@ -25,6 +25,7 @@ func benchApp(b *testing.B, statusOn bool) *app.App {
 	up := httptest.NewServer(kalshitest.New())
 	b.Cleanup(up.Close)
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = up.URL
 	cfg.Status.Enabled = statusOn
 	a, err := app.New(cfg, app.Options{LogOutput: io.Discard})

@@ -37,6 +37,7 @@ func start(t *testing.T, mutate func(*config.Config)) *kproxy {
 	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &read, &write
 	cfg.Upstream.MaxRetries = 0
 	cfg.Batch.AutoWindow = 0
+	cfg.Cache.Disk.Path = "" // never the real ~/.cache/kproxy; disk tests set their own
 	if mutate != nil {
 		mutate(cfg)
 	}
@@ -197,5 +198,46 @@ func TestSharedTierStateIsShown(t *testing.T) {
 	m, ok := r.Redis.(map[string]any)
 	if !ok || m["state"] != "up" || m["replicas"] == nil || r.Live != "off" {
 		t.Errorf("redis = %#v, live = %#v; want state up with a replica count, live off", r.Redis, r.Live)
+	}
+}
+
+func TestDiskTierIsShown(t *testing.T) {
+	dir := t.TempDir()
+	k := start(t, func(c *config.Config) { c.Cache.Disk.Path = dir })
+	const finalized = "/trade-api/v2/markets/KXCPIYOY-26MAR-T3.0"
+	if code, body := k.get(finalized); code != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", finalized, code, body)
+	}
+	k.app.Disk.Flush()
+	k.app.Store.Purge("") // memory only: the next answer comes from disk
+	if code, _ := k.get(finalized); code != http.StatusOK {
+		t.Fatalf("second GET: %d", code)
+	}
+	r, body := k.report()
+	m, ok := r.Disk.(map[string]any)
+	if !ok {
+		t.Fatalf("disk = %#v, want the tier's section", r.Disk)
+	}
+	for name, want := range map[string]any{"state": "up", "items": 1.0, "immutable": 1.0, "hits": 1.0, "corrupt": 0.0, "max_bytes": float64(1 << 30)} {
+		if m[name] != want {
+			t.Errorf("disk.%s = %v, want %v", name, m[name], want)
+		}
+	}
+	if b, _ := m["bytes"].(float64); b <= 0 {
+		t.Errorf("disk.bytes = %v, want > 0", m["bytes"])
+	}
+	if strings.Contains(string(body), "KXCPIYOY") {
+		t.Errorf("/status.json names a ticker: %s", body)
+	}
+	if code, page := k.get("/status"); code != http.StatusOK || !strings.Contains(string(page), `data-f="disk.immutable"`) {
+		t.Errorf("/status: %d, want the disk tier section", code)
+	}
+}
+
+func TestDiskTierOffIsShownOff(t *testing.T) {
+	k := start(t, nil)
+	r, _ := k.report()
+	if m, _ := r.Disk.(map[string]any); m["state"] != "off" {
+		t.Errorf("disk = %#v, want state off", r.Disk)
 	}
 }

@@ -25,6 +25,7 @@ func TestThroughKproxy(t *testing.T) {
 	fake, up := startFake(t)
 	fake.SetPublicKey(&testKey().PublicKey)
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = up.URL
 	cfg.Log.Access = true
 	cfg.ShutdownTimeout = config.Duration(5 * time.Second)
