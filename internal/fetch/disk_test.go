@@ -15,11 +15,17 @@ import (
 
 // mapDisk is a Disk in a map: Put is visible at once.
 type mapDisk struct {
-	mu sync.Mutex
-	m  map[string]disk.Item
+	mu   sync.Mutex
+	m    map[string]disk.Item
+	gets int // calls of Get
 }
 
-func (d *mapDisk) Get(key string) (disk.Item, bool) { return d.get(key) }
+func (d *mapDisk) Get(key string) (disk.Item, bool) {
+	d.mu.Lock()
+	d.gets++
+	d.mu.Unlock()
+	return d.get(key)
+}
 
 func (d *mapDisk) get(key string) (disk.Item, bool) {
 	d.mu.Lock()
@@ -186,5 +192,26 @@ func TestOffline(t *testing.T) {
 	}
 	if got := e.up.fills(); got != 0 {
 		t.Errorf("upstream fills %d offline, want 0", got)
+	}
+}
+
+func TestMemoryHitNeverAsksTheDisk(t *testing.T) {
+	e, d := newDiskEnv(t, finalizedServe(t), nil)
+	e.f.Get(t.Context(), request("ACT")) // a miss: memory, then disk, then upstream
+	d.mu.Lock()
+	before := d.gets
+	d.mu.Unlock()
+	if before != 1 {
+		t.Fatalf("disk lookups on a miss: %d, want 1", before)
+	}
+	for range 10 {
+		if res := e.f.Get(t.Context(), request("ACT")); res.Outcome != Hit {
+			t.Fatalf("outcome %v, want a memory hit", res.Outcome)
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gets != before {
+		t.Errorf("disk lookups after 10 memory hits: %d, want %d", d.gets, before)
 	}
 }
