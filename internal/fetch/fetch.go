@@ -69,6 +69,13 @@ type Config struct {
 	// on an L1 miss, and claimed before an upstream fetch so that one
 	// replica fetches a key for all.
 	Shared Shared
+	// Disk, if set, is the history tier (disk.go): consulted on an L1
+	// miss before Shared, and given stored answers that are immutable or
+	// live at least MinDiskTTL.
+	Disk Disk
+	// Offline, when set, never contacts the upstream (offline.go): Get
+	// answers from what memory and Disk hold, or 504 not_cached.
+	Offline bool
 	// Metrics may be nil (nothing recorded); Logger may be nil (nothing
 	// logged).
 	Metrics *metrics.Metrics
@@ -100,6 +107,8 @@ type Fetcher struct {
 	xform     func(*route.Route, []byte) []byte
 	onReq     func(*route.Route, string, time.Time)
 	shared    Shared
+	disk      Disk
+	offline   bool
 	bg        sync.WaitGroup
 	// ahead holds the refreshes ahead of expiry scheduled (refresh.go).
 	ahead aheadTimers
@@ -122,6 +131,8 @@ func New(cfg Config) (*Fetcher, error) {
 		xform:     cfg.Transform,
 		onReq:     cfg.OnRequest,
 		shared:    cfg.Shared,
+		disk:      cfg.Disk,
+		offline:   cfg.Offline,
 		staleWait: cfg.StaleWait,
 	}
 	if f.timeout <= 0 {
@@ -229,13 +240,17 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 		f.onReq(req.Route, req.Key, now)
 	}
 	cached, ok := f.store.Get(req.Key)
-	sharedHit := false
-	if !ok && f.shared != nil {
-		cached, ok = f.lookupShared(ctx, req.Key, now)
-		sharedHit = ok
+	// tier is the outcome of a fresh answer: Hit from L1, DiskHit or
+	// SharedHit from the tiers below (disk.go), looked at on an L1 miss only.
+	tier := Hit
+	if !ok && (f.disk != nil || f.shared != nil) {
+		cached, ok, tier = f.lookupTiers(ctx, req.Key, now)
+	}
+	if f.offline { // offline.go: never past the cache
+		return offlineAnswer(cached, ok, now)
 	}
 	if req.OnlyIfCached {
-		return onlyIfCached(cached, ok, sharedHit, now)
+		return onlyIfCached(cached, ok, tier, now)
 	}
 	if ok && !req.NoCache && (req.MaxAge > 0 || req.MinFresh > 0) && !acceptable(cached, req, now) {
 		// The request's own limits refuse the copy: fetch as no-cache.
@@ -245,11 +260,10 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 	}
 	if ok && !req.NoCache {
 		if cached.Fresh(now) {
-			if sharedHit {
-				return Result{Entry: cached, Outcome: SharedHit}
+			if tier == Hit {
+				f.noteHit(req, cached, now) // refresh.go: refresh a polled key ahead of expiry
 			}
-			f.noteHit(req, cached, now) // refresh.go: refresh a polled key ahead of expiry
-			return Result{Entry: cached, Outcome: Hit}
+			return Result{Entry: cached, Outcome: tier}
 		}
 		if cached.Revalidatable(now) || withinMaxStale(cached, req.MaxStale, now) {
 			f.refresh(ctx, req)
@@ -487,10 +501,18 @@ func (f *Fetcher) finish(fl *flight, req *Request, cred upstream.Credentials, st
 	if status == http.StatusOK && f.xform != nil {
 		body = f.xform(req.Route, body)
 	}
-	now := f.now()
-	fl.entry = cache.NewEntry(req.Key, status, header, body, now, w, storable)
+	fetched := f.now()
+	// immutable.go: settled history is fresh forever.
+	immutable := storable && isImmutable(req.Route, req.Key, status, body, fetched)
+	if immutable {
+		w, retention = cache.Windows{TTL: Forever}, Forever
+	}
+	fl.entry = cache.NewEntry(req.Key, status, header, body, fetched, w, storable)
+	if immutable {
+		fl.entry.Detail = DetailImmutable // not yet shared: still being built
+	}
 	if !fl.start.IsZero() {
-		fl.entry.Took = now.Sub(fl.start) // before the entry is shared
+		fl.entry.Took = fetched.Sub(fl.start) // refresh.go; not yet shared
 	}
 	fl.credential = (status == http.StatusUnauthorized || status == http.StatusForbidden) && cred == upstream.Forward
 	_, _, public := f.policy(req.Route, http.StatusOK, header)
@@ -498,6 +520,7 @@ func (f *Fetcher) finish(fl *flight, req *Request, cred upstream.Credentials, st
 	fl.outcome = Uncacheable
 	if storable {
 		f.storeFenced(fl, retention)
+		f.keepOnDisk(fl.entry, w.TTL, immutable) // disk.go
 		fl.outcome = Stored
 	}
 }
