@@ -101,9 +101,11 @@ func (f *Fetcher) noteHit(req *Request, e *cache.Entry, now time.Time) {
 // scheduleAhead schedules the refresh of e in d (at once if d <= 0) as a
 // request kproxy composes for req's key, on behalf of req's client.
 func (f *Fetcher) scheduleAhead(req *Request, e *cache.Entry, d time.Duration) {
+	// Charged to the route itself (Charge ""), not to the batch endpoint a
+	// batch item's hit came through: no client asked for this call.
 	r := &Request{
 		Route: req.Route, Key: req.Key, EscapedPath: req.EscapedPath, RawQuery: req.RawQuery,
-		Credentials: upstream.OwnKey, Charge: req.Charge, Client: req.Client,
+		Credentials: upstream.OwnKey, Client: req.Client,
 	}
 	if r.Client == "" {
 		name, err := ClientName(req.Header, req.RemoteAddr)

@@ -45,6 +45,7 @@ func pollRequest() *Request {
 	r.Route = pollRoute
 	r.Header = http.Header{ClientHeader: {"poller"}, "Kalshi-Access-Signature": {"client-sig"}}
 	r.Credentials = upstream.Forward
+	r.Charge = "/batch" // a batch item's hit: the refresh is still charged to the route
 	return r
 }
 
