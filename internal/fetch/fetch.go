@@ -302,6 +302,8 @@ func (f *Fetcher) miss(ctx context.Context, req Request, cached *cache.Entry, ok
 		r.call = c
 		return f.load(ctx, &r, hdr, !req.NoCache)
 	})
+	c.waiting.Add(1)
+	defer c.waiting.Add(-1)
 	var failed <-chan struct{}
 	var waited <-chan time.Time
 	if ok && !req.NoCache && cached.ServableOnError(f.now()) {
