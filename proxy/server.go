@@ -23,6 +23,7 @@ import (
 	"github.com/kproxy/kproxy/internal/httperr"
 	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/route"
+	"github.com/kproxy/kproxy/internal/status"
 	"github.com/kproxy/kproxy/internal/upstream"
 )
 
@@ -47,6 +48,10 @@ type Config struct {
 	WebSocket http.Handler
 	// Metrics may be nil (no /metrics, nothing recorded).
 	Metrics *metrics.Metrics
+	// Ledger, if set, is told of every request on a cached route (the
+	// status page's headline figures); nil counts nothing and names no
+	// client on a hit.
+	Ledger *status.Ledger
 	// Logger is for errors and state changes; AccessLog, if set, gets one
 	// line per request.
 	Logger    *slog.Logger
@@ -68,6 +73,7 @@ type Server struct {
 	redis    func() string
 	live     func() string
 	m        *metrics.Metrics
+	ledger   *status.Ledger
 	log      *slog.Logger
 	access   slog.Handler
 	requests requestLogger // access, when it has the fast path
@@ -97,6 +103,7 @@ func New(cfg Config) (*Server, error) {
 		redis:  cfg.RedisState,
 		live:   cfg.LiveState,
 		m:      cfg.Metrics,
+		ledger: cfg.Ledger,
 		log:    cfg.Logger,
 		access: cfg.AccessLog,
 		allow:  map[string][]string{},

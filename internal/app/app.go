@@ -154,7 +154,14 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		// replica for a second.
 		penalty429 = time.Second
 	}
+	// The status page's ledger, fed by the proxy, the batch endpoints and
+	// every upstream attempt; nil (nothing counted) with the page off.
+	var ledger *status.Ledger
+	if cfg.Status.Enabled && m != nil {
+		ledger = status.NewLedger(0)
+	}
 	a.Upstream, err = upstream.New(upstream.Config{
+		OnAttempt:    ledgerAttempt(ledger),
 		ReadLimiter:  readLim,
 		WriteLimiter: writeLim,
 		Penalty429:   penalty429,
@@ -222,6 +229,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		RedisState:  redisState,
 		LiveState:   a.liveState,
 		Metrics:     m,
+		Ledger:      ledger,
 		Logger:      a.Logger,
 		AccessLog:   access,
 		BodyTimeout: opts.BodyTimeout,
@@ -236,13 +244,14 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		Concurrency: cfg.Batch.Concurrency,
 		MaxPages:    cfg.Batch.MaxPages,
 		Metrics:     m,
+		Ledger:      ledger,
 		Logger:      a.Logger,
 	})
 	if err != nil {
 		return nil, err
 	}
 	b.Register(a.Server.Handle)
-	if cfg.Status.Enabled && m != nil {
+	if ledger != nil {
 		// Interfaces left nil (not a nil pointer in them) show "off".
 		var redisPart, livePart status.Part
 		if a.Cluster != nil {
@@ -259,6 +268,8 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		}
 		a.Status, err = status.New(status.Config{
 			Gatherer: m.Traffic(),
+			Ledger:   ledger,
+			TTLs:     routeTTLs(routes),
 			Version:  opts.Version,
 			Upstream: origin.String(),
 			Tier:     cfg.Upstream.Tier,
@@ -278,6 +289,27 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		a.Live.Start()
 	}
 	return a, nil
+}
+
+// ledgerAttempt is the upstream client's OnAttempt that counts every
+// attempt in ledger, charged to the route its client asked for; nil when
+// ledger is. (The ledger leaves out pass-throughs: they charge no cached
+// route.)
+func ledgerAttempt(ledger *status.Ledger) func(*upstream.Call, int, error) {
+	if ledger == nil {
+		return nil
+	}
+	return func(c *upstream.Call, _ int, _ error) { ledger.Upstream(c.ChargedTo(), c.Client) }
+}
+
+// routeTTLs are the cached routes' ttls by template, for the status
+// page's advice.
+func routeTTLs(routes *route.Table) map[string]time.Duration {
+	ttls := map[string]time.Duration{}
+	for _, rt := range routes.Routes() {
+		ttls[rt.Pattern] = rt.TTL
+	}
+	return ttls
 }
 
 // newCluster links the App to the other replicas through Redis (issue 9,

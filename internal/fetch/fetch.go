@@ -95,6 +95,8 @@ type Fetcher struct {
 	onReq     func(*route.Route, string, time.Time)
 	shared    Shared
 	bg        sync.WaitGroup
+	// names remembers derived client names (client.go).
+	names knownNames
 }
 
 // New builds a Fetcher.
@@ -162,7 +164,7 @@ type Request struct {
 	// stale window) or fails with 504 not_cached; nothing is fetched.
 	OnlyIfCached bool
 	// Client names the client for fair shares of the upstream budget;
-	// empty means ClientName(Header, RemoteAddr), worked out when a fetch
+	// empty means f.ClientName(Header, RemoteAddr), worked out when a fetch
 	// starts (a bad Kproxy-Client then fails the request with
 	// ErrBadClient), never on a hit.
 	Client string
@@ -327,7 +329,7 @@ func (f *Fetcher) prepare(req *Request) *upstream.Error {
 	if req.Client != "" {
 		return nil
 	}
-	name, err := ClientName(req.Header, req.RemoteAddr)
+	name, err := f.ClientName(req.Header, req.RemoteAddr)
 	if err != nil {
 		return upstream.As(err)
 	}

@@ -1,0 +1,312 @@
+package status_test
+
+// End-to-end truth tests of the status page: a whole kproxy in front of the
+// fake Kalshi runs a known workload, and every headline figure of
+// /status.json is checked against what the fake Kalshi itself received
+// (its request log) and the X-Cache answers the clients themselves saw,
+// never against kproxy's own counters.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kproxy/kproxy/batch/wire"
+	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/status"
+)
+
+// seen counts the X-Cache answers clients received.
+type seen struct {
+	mu                     sync.Mutex
+	hit, stale, miss, other int64
+}
+
+func (s *seen) add(xcache string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch xcache {
+	case "HIT":
+		s.hit++
+	case "STALE":
+		s.stale++
+	case "MISS":
+		s.miss++
+	default:
+		s.other++
+	}
+}
+
+func (s *seen) total() int64 { return s.hit + s.stale + s.miss }
+
+// getAs sends a GET as client (its Kproxy-Client) and counts its X-Cache.
+func (k *kproxy) getAs(s *seen, client, path string) {
+	k.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, k.srv.URL+path, nil)
+	if err != nil {
+		k.t.Error(err)
+		return
+	}
+	req.Header.Set("Kproxy-Client", client)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		k.t.Errorf("GET %s: %v", path, err)
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		k.t.Errorf("GET %s = %d, want 200", path, resp.StatusCode)
+	}
+	s.add(resp.Header.Get("X-Cache"))
+}
+
+// upstreamCalls is how many requests the fake Kalshi received on the
+// cached routes' paths (everything under /trade-api/v2/ but the portfolio).
+func (k *kproxy) upstreamCalls() int64 {
+	var n int64
+	for _, r := range k.fake.Requests() {
+		if strings.HasPrefix(r.Path, "/trade-api/v2/") && !strings.HasPrefix(r.Path, "/trade-api/v2/portfolio") {
+			n++
+		}
+	}
+	return n
+}
+
+// ratio is part/whole as the page rounds it (4 decimals).
+func ratio(part, whole int64) float64 {
+	return math.Round(float64(part)/float64(whole)*1e4) / 1e4
+}
+
+func eq(p *float64, want float64) bool { return p != nil && *p == want }
+
+// checkHeadline checks the page's headline figures against the clients'
+// X-Cache answers s and the fake's count of upstream calls.
+func checkHeadline(t *testing.T, r status.Report, s *seen, upstream int64) {
+	t.Helper()
+	req := s.total()
+	if got, want := r.Requests, (status.Counts{Total: req, Hit: s.hit, Stale: s.stale, Miss: s.miss, Expired: r.Requests.Expired, Upstream: upstream}); got != want {
+		t.Errorf("requests = %+v, want %+v (clients saw %d HIT, %d STALE, %d MISS; the fake got %d calls)", got, want, s.hit, s.stale, s.miss, upstream)
+	}
+	want := status.Avoided{Requests: req, Upstream: upstream, Count: req - upstream}
+	for _, a := range []struct {
+		name string
+		got  status.Avoided
+	}{{"since start", r.Avoided.Avoided}, {"last minute", r.Avoided.LastMinute}} {
+		if share := ratio(req-upstream, req); a.got.Requests != want.Requests || a.got.Upstream != want.Upstream ||
+			a.got.Count != want.Count || !eq(a.got.Share, share) {
+			t.Errorf("upstream calls avoided %s = %+v (share %v), want %+v (share %v)", a.name, a.got, deref(a.got.Share), want, share)
+		}
+	}
+	if hr := ratio(s.hit, req); !eq(r.HitRatio.SinceStart, hr) || !eq(r.HitRatio.LastMinute, hr) {
+		t.Errorf("hit ratio = %v since start, %v last minute; want %v (fresh HITs / requests)",
+			deref(r.HitRatio.SinceStart), deref(r.HitRatio.LastMinute), hr)
+	}
+}
+
+func deref(p *float64) any {
+	if p == nil {
+		return nil
+	}
+	return *p
+}
+
+// routeRow is the page's row of route; it fails the test without one.
+func routeRow(t *testing.T, r status.Report, route string) status.Route {
+	t.Helper()
+	for _, row := range r.Routes {
+		if row.Route == route {
+			return row
+		}
+	}
+	t.Fatalf("no row for %s in %+v", route, r.Routes)
+	return status.Route{}
+}
+
+// Twenty pollers of one market list, all within its ttl: one upstream
+// call, every other request avoided; the busiest ten clients are listed
+// with exactly the requests they sent.
+func TestTruthManyPollersWithinTTL(t *testing.T) {
+	const list = "/trade-api/v2/markets?series_ticker=KXFEDDECISION"
+	k := start(t, func(c *config.Config) {
+		// A long ttl: every request of the workload is within it however
+		// slowly the machine runs it.
+		c.Cache.Overrides = append(c.Cache.Overrides, config.Override{Pattern: "/trade-api/v2/markets", TTL: ptr(config.Duration(time.Hour))})
+	})
+	var s seen
+	var wg sync.WaitGroup
+	for i := 1; i <= 20; i++ {
+		wg.Go(func() {
+			for range i { // poller-i sends i requests: 210 in all
+				k.getAs(&s, fmt.Sprintf("poller-%02d", i), list)
+			}
+		})
+	}
+	wg.Wait()
+	r, _ := k.report()
+	up := k.upstreamCalls()
+	if up != 1 || s.total() != 210 {
+		t.Fatalf("the fake got %d calls for %d requests, want 1 for 210", up, s.total())
+	}
+	checkHeadline(t, r, &s, up)
+	row := routeRow(t, r, "/trade-api/v2/markets")
+	if row.Requests != 210 || row.Upstream != up || row.Avoided != 210-up {
+		t.Errorf("route row = %+v, want 210 requests, %d upstream, %d avoided", row, up, 210-up)
+	}
+	if len(r.Clients) != 10 {
+		t.Fatalf("clients = %+v, want the 10 busiest", r.Clients)
+	}
+	var upstream int64
+	for i, c := range r.Clients {
+		if want := fmt.Sprintf("poller-%02d", 20-i); c.Name != want || c.Requests != int64(20-i) {
+			t.Errorf("clients[%d] = %+v, want %s with %d requests", i, c, want, 20-i)
+		}
+		upstream += c.Upstream
+	}
+	if upstream > up {
+		t.Errorf("the listed clients were charged %d upstream calls, the fake got %d", upstream, up)
+	}
+	if len(r.Advice) != 0 {
+		t.Errorf("advice = %q, want none (the cache saves these calls)", r.Advice)
+	}
+}
+
+// A /batch of 10 items, twice: everything is charged to /batch, and its
+// upstream calls are the fake's count for the items.
+func TestTruthBatchChargedToItsEndpoint(t *testing.T) {
+	k := start(t, nil)
+	items := make([]wire.Item, 10)
+	for i := range items {
+		items[i] = wire.Item{Path: fmt.Sprintf("/trade-api/v2/events?series_ticker=KXFEDDECISION&limit=%d", i+1)}
+	}
+	body, err := json.Marshal(wire.BatchRequest{Requests: items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s seen
+	for range 2 {
+		resp, err := http.Post(k.srv.URL+"/batch", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var br wire.BatchResponse
+		err = json.NewDecoder(resp.Body).Decode(&br)
+		resp.Body.Close()
+		if err != nil || len(br.Responses) != 10 {
+			t.Fatalf("POST /batch: %v, %d responses", err, len(br.Responses))
+		}
+		for _, it := range br.Responses {
+			if it.Status != http.StatusOK {
+				t.Errorf("item %s = %d %s", it.ID, it.Status, it.Error)
+			}
+			s.add(it.Cache)
+		}
+	}
+	r, _ := k.report()
+	up := int64(k.fake.Count("/trade-api/v2/events"))
+	if up != k.upstreamCalls() || up != 10 {
+		t.Fatalf("the fake got %d calls for the items (%d in all), want 10", up, k.upstreamCalls())
+	}
+	checkHeadline(t, r, &s, up)
+	row := routeRow(t, r, "/batch")
+	if row.Requests != 20 || row.Upstream != up || row.Hit != s.hit {
+		t.Errorf("/batch row = %+v, want 20 requests, %d HIT, %d upstream", row, s.hit, up)
+	}
+	for _, row := range r.Routes {
+		if row.Route != "/batch" {
+			t.Errorf("row %+v: the items' route got a row, want everything charged to /batch", row)
+		}
+	}
+}
+
+// Single-market misses within the auto-batch window go upstream as one
+// combined /markets?tickers= call, charged to the route the clients asked
+// for: /markets/{ticker}.
+func TestTruthAutoBatchChargedToSingleMarket(t *testing.T) {
+	k := start(t, func(c *config.Config) { c.Batch.AutoWindow = config.Duration(time.Second) })
+	tickers := k.tickers(5)
+	var s seen
+	var wg sync.WaitGroup
+	for i, tk := range tickers {
+		wg.Go(func() { k.getAs(&s, fmt.Sprintf("desk-%d", i), "/trade-api/v2/markets/"+tk) })
+	}
+	wg.Wait()
+	r, _ := k.report()
+	up := k.upstreamCalls()
+	combined := int64(k.fake.Count("/trade-api/v2/markets"))
+	for _, tk := range tickers {
+		if n := k.fake.Count("/trade-api/v2/markets/" + tk); n != 0 {
+			t.Errorf("the fake got %d single calls for %s, want it combined", n, tk)
+		}
+	}
+	// All five arrive within the 1 s window on any machine; the figures
+	// below hold whatever the fake counted.
+	if combined != up || combined < 1 || combined >= int64(len(tickers)) {
+		t.Fatalf("the fake got %d combined calls (%d in all) for %d single-market misses", combined, up, len(tickers))
+	}
+	checkHeadline(t, r, &s, up)
+	row := routeRow(t, r, "/trade-api/v2/markets/{ticker}")
+	if row.Requests != int64(len(tickers)) || row.Upstream != up {
+		t.Errorf("route row = %+v, want %d requests and %d upstream", row, len(tickers), up)
+	}
+	for _, row := range r.Routes {
+		if row.Route == "/trade-api/v2/markets" {
+			t.Errorf("the combined call's route got a row %+v, want it charged to /markets/{ticker}", row)
+		}
+	}
+}
+
+// Pass-throughs are no cached route's requests or upstream calls: a write
+// to a cached route's own path and a private read leave the headline
+// figures alone.
+func TestTruthPassThroughsAreLeftOut(t *testing.T) {
+	k := start(t, nil)
+	var s seen
+	k.getAs(&s, "bot", "/trade-api/v2/series/KXFEDDECISION")
+	k.get("/trade-api/v2/portfolio/balance", "Kproxy-Client", "bot")
+	resp, err := http.Post(k.srv.URL+"/trade-api/v2/markets", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := k.fake.Total(); got != 3 {
+		t.Fatalf("the fake got %d requests, want 3 (one fetch, two pass-throughs)", got)
+	}
+	r, _ := k.report()
+	checkHeadline(t, r, &s, 1)
+	if r.PassedThrough != 2 {
+		t.Errorf("passed_through = %d, want 2", r.PassedThrough)
+	}
+}
+
+// tickers returns n market tickers the fake knows, and forgets the
+// request that found them.
+func (k *kproxy) tickers(n int) []string {
+	k.t.Helper()
+	resp, err := http.Get(fmt.Sprintf("%s/trade-api/v2/markets?limit=%d", k.upURL, n))
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Markets []struct {
+			Ticker string `json:"ticker"`
+		} `json:"markets"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || len(list.Markets) != n {
+		k.t.Fatalf("fake market list: %v, %d markets", err, len(list.Markets))
+	}
+	k.fake.Reset()
+	out := make([]string, n)
+	for i, m := range list.Markets {
+		out[i] = m.Ticker
+	}
+	return out
+}
+
+func ptr[T any](v T) *T { return &v }
