@@ -22,11 +22,11 @@ import (
 	"github.com/kproxy/kproxy/internal/live"
 	"github.com/kproxy/kproxy/internal/logging"
 	"github.com/kproxy/kproxy/internal/metrics"
-	"github.com/kproxy/kproxy/proxy"
 	"github.com/kproxy/kproxy/internal/route"
 	"github.com/kproxy/kproxy/internal/status"
 	"github.com/kproxy/kproxy/internal/upstream"
 	"github.com/kproxy/kproxy/internal/wsproxy"
+	"github.com/kproxy/kproxy/proxy"
 )
 
 // Options adjust how an App is built; the zero value is production.

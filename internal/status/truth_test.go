@@ -24,7 +24,7 @@ import (
 
 // seen counts the X-Cache answers clients received.
 type seen struct {
-	mu                     sync.Mutex
+	mu                      sync.Mutex
 	hit, stale, miss, other int64
 }
 
