@@ -83,3 +83,29 @@ func mustFetcherName(f *Fetcher, h http.Header) string {
 	n, _ := f.ClientName(h, "")
 	return n
 }
+
+// TestResultExpired: the status page's "expired" is every stale answer and
+// a miss that refetched an expired copy; nothing else.
+func TestResultExpired(t *testing.T) {
+	tests := []struct {
+		name string
+		res  Result
+		want bool
+	}{
+		{"fresh hit", Result{Outcome: Hit}, false},
+		{"shared hit", Result{Outcome: SharedHit}, false},
+		{"stale while revalidating", Result{Outcome: Revalidating}, true},
+		{"stale on error", Result{Outcome: StaleOnError, Fwd: "stale"}, true},
+		{"only-if-cached stale", Result{Outcome: StaleOnError, Detail: DetailOnlyIfCached}, true},
+		{"miss of an expired copy", Result{Outcome: Stored, Fwd: "stale"}, true},
+		{"collapsed on an expired copy", Result{Outcome: Collapsed, Fwd: "stale"}, true},
+		{"first miss", Result{Outcome: Stored, Fwd: "uri-miss"}, false},
+		{"client no-cache", Result{Outcome: Stored, Fwd: "request"}, false},
+		{"failed first miss", Result{Outcome: Failed, Fwd: "uri-miss"}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.res.Expired(); got != tt.want {
+			t.Errorf("%s: Expired() = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -310,3 +310,69 @@ func (k *kproxy) tickers(n int) []string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// expiredAtOnce makes every stored copy of the market list expired by the
+// next request: a 1ns ttl stands for a poller slower than the ttl without
+// the test waiting out a real one. swr is the list's
+// stale_while_revalidate. No stale_wait: a request that refetches waits
+// for its own fetch.
+func expiredAtOnce(swr time.Duration) func(*config.Config) {
+	return func(c *config.Config) {
+		c.Cache.Overrides = append(c.Cache.Overrides, config.Override{Pattern: "/trade-api/v2/markets",
+			TTL: ptr(config.Duration(time.Nanosecond)), StaleWhileRevalidate: ptr(config.Duration(swr))})
+		c.Cache.StaleWait = 0
+	}
+}
+
+// One script polls a market list slower than its ttl, 6 times: every
+// poll costs an upstream call (the first a fetch, the others the refetch
+// of an expired copy), the cache saves nothing, and the page says so. No
+// refresh ahead of expiry can change these figures: no poll finds a copy
+// still fresh.
+func TestTruthSlowPoller(t *testing.T) {
+	const list = "/trade-api/v2/markets?series_ticker=KXFEDDECISION"
+	k := start(t, expiredAtOnce(0))
+	var s seen
+	for range 6 {
+		k.getAs(&s, "nvda-poller", list)
+	}
+	r, _ := k.report()
+	up := k.upstreamCalls()
+	if up != 6 || s.hit != 0 {
+		t.Fatalf("the fake got %d calls and clients saw %d HITs for 6 slow polls, want 6 calls and no HIT", up, s.hit)
+	}
+	checkHeadline(t, r, &s, up)
+	if r.Avoided.Count != 0 || !eq(r.Avoided.Share, 0) || !eq(r.HitRatio.SinceStart, 0) {
+		t.Errorf("avoided %+v (share %v), hit ratio %v; want 0, 0%%, 0", r.Avoided.Avoided, deref(r.Avoided.Share), deref(r.HitRatio.SinceStart))
+	}
+	if r.Requests.Expired != 5 {
+		t.Errorf("expired = %d, want the 5 polls after the first", r.Requests.Expired)
+	}
+	want := "Clients poll /trade-api/v2/markets slower than its ttl (1ns): the cache cannot save these calls; raise the ttl or turn on the live feed."
+	if len(r.Advice) != 1 || r.Advice[0] != want {
+		t.Errorf("advice = %q, want [%q]", r.Advice, want)
+	}
+	if len(r.Clients) != 1 || r.Clients[0] != (status.Client{Name: "nvda-poller", Requests: 6, Upstream: up}) {
+		t.Errorf("clients = %+v, want nvda-poller with 6 requests and %d upstream calls", r.Clients, up)
+	}
+}
+
+// A STALE answer served while its copy is refreshed in the background is
+// one STALE request and its refresh one upstream call.
+func TestTruthStaleWithRefresh(t *testing.T) {
+	const list = "/trade-api/v2/markets?series_ticker=KXFEDDECISION"
+	k := start(t, expiredAtOnce(time.Hour))
+	var s seen
+	k.getAs(&s, "bot", list) // MISS: the first fetch
+	k.getAs(&s, "bot", list) // STALE: served at once, refreshed behind
+	k.app.Fetcher.Wait()     // the refresh has reached the fake
+	r, _ := k.report()
+	up := k.upstreamCalls()
+	if s.miss != 1 || s.stale != 1 || up != 2 {
+		t.Fatalf("clients saw %d MISS, %d STALE; the fake got %d calls; want 1, 1 and 2 (the fetch and the refresh)", s.miss, s.stale, up)
+	}
+	checkHeadline(t, r, &s, up)
+	if r.Requests.Expired != 1 {
+		t.Errorf("expired = %d, want 1 (the STALE)", r.Requests.Expired)
+	}
+}
