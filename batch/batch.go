@@ -3,7 +3,9 @@
 //
 // POST /batch takes a list of paths; POST /batch/markets, /batch/events and
 // /batch/series take lists of tickers, mirroring the Python seed's
-// batch_get_* helpers. Every item goes through (*fetch.Fetcher).Get, so it
+// batch_get_* helpers; a /batch item with all_pages joins every page of a
+// cursor-paginated listing (a backfill, pages.go). Every item, and every
+// page, goes through (*fetch.Fetcher).Get, so it
 // shares the cache, coalescing, rate limit and breaker with the proxy, and
 // kproxy never contacts the upstream any other way. Items of one request run
 // concurrently, at most Config.Concurrency at a time; one failed item never
@@ -48,14 +50,16 @@ type Config struct {
 	// 0 means DefaultMaxItems.
 	MaxItems int
 	// Concurrency bounds the items of one request in flight at once; a
-	// /batch/markets series holds its slot while it pages. 0 means
+	// /batch/markets series or an all_pages item holds its slot while it
+	// pages. 0 means
 	// DefaultConcurrency. There is deliberately no bound across requests:
 	// cache hits must never queue behind misses, and misses are already
 	// bounded by the upstream rate limit (which answers 429 after max_wait
 	// rather than letting work pile up).
 	Concurrency int
-	// MaxPages bounds the pages one series of /batch/markets follows with
-	// all_pages. 0 means DefaultMaxPages.
+	// MaxPages bounds the pages one listing follows with all_pages: a
+	// series of /batch/markets, or a /batch item (a backfill). 0 means
+	// DefaultMaxPages.
 	MaxPages int
 	// Metrics may be nil (nothing recorded).
 	Metrics *metrics.Metrics

@@ -7,6 +7,7 @@ package batch
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -140,29 +141,30 @@ func FuzzBatchRequest(f *testing.F) {
 	})
 }
 
-// FuzzMarketsPage: parseMarketsPage never panics; when it accepts a body,
-// its items are exactly the elements of the body's "markets" array
-// (compacted) and its cursor the body's "cursor", as encoding/json reads
-// them.
-func FuzzMarketsPage(f *testing.F) {
+// FuzzListPage: parseListPage never panics; when it accepts a body, its
+// "markets" items are exactly the elements of the body's "markets" array
+// (compacted) and its cursor the body's "cursor" (else "next_cursor"), as
+// encoding/json reads them.
+func FuzzListPage(f *testing.F) {
 	for _, s := range []string{
 		`{"markets":[{"ticker":"A"},{"ticker":"B"}],"cursor":"c1"}`,
 		"{\n \"markets\": [\n {\"t\": \"a\\n\"}\n ]\n}", `{"markets":null}`, `{"markets":[],"markets":[1]}`,
 		`{"cursor":"\u00e9","markets":[1.5e3,"x",null,true,{}]}`, `{"Markets":[1]}`, `[1]`, `{"markets":[1,]}`,
 		`{"markets":[1]} x`, `{"markets":[{"a":"]"}], "x": {"markets": [2]}}`, `{"cursor":5}`, ``,
+		`{"markets":[1],"markets":{}}`, `{"next_cursor":"n","markets":[]}`, `{"cursor":"a","cursor":null}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		p := parseMarketsPage(body).(*marketsPage)
-		if p.err != nil {
+		p := parseListPage(body).(*listPage)
+		items, err := p.items("markets", body)
+		if p.err != nil || err != nil {
 			return
 		}
-		items := p.items(body)
 		arr := append(append([]byte{'['}, items...), ']')
 		var got []json.RawMessage
 		if err := json.Unmarshal(arr, &got); err != nil {
-			t.Fatalf("parseMarketsPage(%q): items %q do not form a JSON array: %v", body, items, err)
+			t.Fatalf("parseListPage(%q): items %q do not form a JSON array: %v", body, items, err)
 		}
 		// The reference: the top-level object's members, by exact name,
 		// the last of duplicates winning. Only the JSON value the body
@@ -170,31 +172,31 @@ func FuzzMarketsPage(f *testing.F) {
 		dec := json.NewDecoder(bytes.NewReader(body))
 		var top map[string]json.RawMessage
 		if err := dec.Decode(&top); err != nil {
-			t.Fatalf("parseMarketsPage(%q) accepted a body whose first value is not an object: %v", body, err)
+			t.Fatalf("parseListPage(%q) accepted a body whose first value is not an object: %v", body, err)
 		}
 		var want []json.RawMessage
 		if m, ok := top["markets"]; ok && string(m) != "null" {
 			if err := json.Unmarshal(m, &want); err != nil {
-				t.Fatalf("parseMarketsPage(%q) accepted markets %q: %v", body, m, err)
+				t.Fatalf("parseListPage(%q) accepted markets %q: %v", body, m, err)
 			}
 		}
 		if len(got) != len(want) {
-			t.Fatalf("parseMarketsPage(%q): %d items, want %d", body, len(got), len(want))
+			t.Fatalf("parseListPage(%q): %d items, want %d", body, len(got), len(want))
 		}
 		for i := range got {
 			var a, b bytes.Buffer
 			json.Compact(&a, got[i])
 			json.Compact(&b, want[i])
 			if !bytes.Equal(a.Bytes(), b.Bytes()) {
-				t.Fatalf("parseMarketsPage(%q): item %d = %s, want %s", body, i, got[i], want[i])
+				t.Fatalf("parseListPage(%q): item %d = %s, want %s", body, i, got[i], want[i])
 			}
 		}
-		var cursor string
-		if c, ok := top["cursor"]; ok {
-			json.Unmarshal(c, &cursor)
-		}
+		var cursor, next string
+		json.Unmarshal(top["cursor"], &cursor)
+		json.Unmarshal(top["next_cursor"], &next)
+		cursor = cmp.Or(cursor, next)
 		if p.cursor != cursor {
-			t.Fatalf("parseMarketsPage(%q): cursor %q, want %q", body, p.cursor, cursor)
+			t.Fatalf("parseListPage(%q): cursor %q, want %q", body, p.cursor, cursor)
 		}
 	})
 }

@@ -1,9 +1,11 @@
 package batch
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -147,9 +149,11 @@ func writeJSON(w http.ResponseWriter, v any) error {
 // each flushed at once. After the first write error (the client is gone)
 // it writes nothing more. It is not safe for concurrent use.
 type lineWriter struct {
+	w     io.Writer
 	enc   *json.Encoder
 	flush func() error
 	err   error
+	buf   []byte
 }
 
 func newLineWriter(w *echo.Response) *lineWriter {
@@ -161,7 +165,7 @@ func newLineWriter(w *echo.Response) *lineWriter {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	rc := http.NewResponseController(w)
-	lw := &lineWriter{enc: enc, flush: func() error {
+	lw := &lineWriter{w: w, enc: enc, flush: func() error {
 		if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 			return err
 		}
@@ -171,13 +175,46 @@ func newLineWriter(w *echo.Response) *lineWriter {
 	return lw
 }
 
-// write sends v as one line. json.Encoder compacts embedded raw bodies, so
-// a value never spans lines.
+// write sends v as one line: an item's answer with appendResponse (its
+// body compacted when it holds a line break, so a value never spans
+// lines), anything else with json.Encoder.
 func (lw *lineWriter) write(v any) {
 	if lw.err != nil {
 		return
 	}
-	if lw.err = lw.enc.Encode(v); lw.err == nil {
+	if r, ok := v.(wire.Response); ok {
+		lw.buf = append(appendResponse(lw.buf[:0], r, true), '\n')
+		_, lw.err = lw.w.Write(lw.buf)
+	} else {
+		lw.err = lw.enc.Encode(v)
+	}
+	if lw.err == nil {
 		lw.err = lw.flush()
 	}
+}
+
+// appendResponse appends r to b as one JSON object, its body last. The
+// body is written as it is, neither re-encoded nor re-validated (a
+// backfill's body can be megabytes): every Body the handlers build is
+// valid JSON (see embed, backfill and the typed results). With oneLine a
+// body holding a line break is compacted.
+func appendResponse(b []byte, r wire.Response, oneLine bool) []byte {
+	body := r.Body
+	r.Body = nil
+	var head bytes.Buffer
+	enc := json.NewEncoder(&head)
+	enc.SetEscapeHTML(false)
+	enc.Encode(r) // cannot fail: strings and ints
+	h := bytes.TrimSuffix(head.Bytes(), []byte("\n"))
+	if len(body) == 0 {
+		return append(b, h...)
+	}
+	b = append(append(b, h[:len(h)-1]...), `,"body":`...)
+	if oneLine && (bytes.IndexByte(body, '\n') >= 0 || bytes.IndexByte(body, '\r') >= 0) {
+		var c bytes.Buffer
+		if json.Compact(&c, body) == nil {
+			body = c.Bytes()
+		}
+	}
+	return append(append(b, body...), '}')
 }

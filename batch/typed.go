@@ -1,10 +1,8 @@
 package batch
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"github.com/kproxy/kproxy/internal/httperr"
 	"maps"
@@ -145,14 +143,13 @@ func typedPlan(tickers []string, run func(context.Context, string) wire.Response
 // seriesMarkets lists the markets of series t: one page, or with allPages
 // every page following the cursor until it is empty, at most h.maxPages.
 // The answer's body is the list of markets; NextCursor is set when more
-// markets exist. Cache is the worst outcome of the pages (MISS, then
-// STALE, then HIT). An empty listing of a series that does not exist is a
-// 404: GET /markets answers an unknown series_ticker with an empty list.
-// A page that fails fails the series: no partial listing is returned.
+// markets exist. Cache is the worst outcome of the pages (see worse). An
+// empty listing of a series that does not exist is a 404: GET /markets
+// answers an unknown series_ticker with an empty list. A page that fails
+// fails the series: no partial listing is returned.
 func (h *Handler) seriesMarkets(ctx context.Context, cl *call, t string, q marketsQuery) wire.Response {
 	var markets []byte // the elements of every page, comma-separated
-	cursor, cache := "", "HIT"
-	for range h.maxPages {
+	l := h.follow(ctx, cl, q.allPages, func(cursor string) string {
 		v := url.Values{"series_ticker": {t}, "limit": {strconv.Itoa(q.limit)}}
 		if q.status != "" {
 			v.Set("status", q.status)
@@ -160,119 +157,26 @@ func (h *Handler) seriesMarkets(ctx context.Context, cl *call, t string, q marke
 		if cursor != "" {
 			v.Set("cursor", cursor)
 		}
-		r, e := h.getTyped(ctx, cl, route.Prefix+"markets?"+v.Encode())
-		if !r.OK() {
-			return r
-		}
-		cache = worse(cache, r.Cache)
-		page := e.Derive("markets-page", parseMarketsPage).(*marketsPage)
-		if page.err != nil {
-			return badAnswer(cache, fmt.Errorf("markets page: %w", page.err))
-		}
-		if items := page.items(e.Body); len(items) > 0 {
-			if len(markets) > 0 {
-				markets = append(markets, ',')
-			}
-			markets = append(markets, items...)
-		}
-		cursor = page.cursor
-		if cursor == "" || !q.allPages {
-			break
-		}
+		return route.Prefix + "markets?" + v.Encode()
+	}, func(p *listPage, body []byte) error {
+		items, err := p.items("markets", body)
+		markets = appendItems(markets, items)
+		return err
+	})
+	if l.failed != nil {
+		r := *l.failed
+		r.Body = nil // a typed error is reported as {status, error}
+		return r
 	}
-	if len(markets) == 0 && cursor == "" {
+	if len(markets) == 0 && l.cursor == "" {
 		if r, ok := h.seriesExists(ctx, cl, t); !ok {
 			return r
 		}
 	}
 	body := make([]byte, 0, len(markets)+2)
 	body = append(append(append(body, '['), markets...), ']')
-	return wire.Response{Status: http.StatusOK, Cache: cache, Body: body, NextCursor: cursor}
+	return wire.Response{Status: http.StatusOK, Cache: l.cache, Body: body, NextCursor: l.cursor}
 }
-
-// marketsPage is what a batch needs of one GET /markets answer, parsed once
-// per cache entry: where the elements of its "markets" array sit in the
-// body (or a compact copy when the upstream wrote them over several lines)
-// and the cursor.
-type marketsPage struct {
-	start, end int    // body[start:end] are the array's elements
-	compact    []byte // the elements, compacted, when set
-	cursor     string
-	err        error
-}
-
-func (p *marketsPage) items(body []byte) []byte {
-	if p.compact != nil {
-		return p.compact
-	}
-	return body[p.start:p.end]
-}
-
-// parseMarketsPage reads a GET /markets answer once, fully validating it.
-func parseMarketsPage(body []byte) any {
-	p := &marketsPage{}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		p.err = errors.New("not a JSON object")
-		return p
-	}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			p.err = err
-			return p
-		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			p.err = err
-			return p
-		}
-		switch tok {
-		case "markets":
-			end := int(dec.InputOffset())
-			p.start, p.end, p.err = arrayElements(body, end-len(raw), end)
-			if p.err != nil {
-				return p
-			}
-			if bytes.ContainsAny(body[p.start:p.end], "\n\r\t") {
-				var buf bytes.Buffer
-				json.Compact(&buf, body[p.start:p.end])
-				p.compact = buf.Bytes()
-			}
-		case "cursor":
-			if err := json.Unmarshal(raw, &p.cursor); err != nil {
-				p.err = errors.New("cursor is not a string")
-				return p
-			}
-		}
-	}
-	if _, err := dec.Token(); err != nil {
-		p.err = err
-	}
-	return p
-}
-
-// arrayElements returns the bounds of the elements of the JSON array (or
-// null) at body[start:end], without the brackets and surrounding space.
-func arrayElements(body []byte, start, end int) (int, int, error) {
-	v := body[start:end]
-	if string(v) == "null" {
-		return start, start, nil
-	}
-	if len(v) < 2 || v[0] != '[' || v[len(v)-1] != ']' {
-		return 0, 0, errors.New("markets is not an array")
-	}
-	start, end = start+1, end-1
-	for start < end && isSpace(body[start]) {
-		start++
-	}
-	for end > start && isSpace(body[end-1]) {
-		end--
-	}
-	return start, end, nil
-}
-
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // seriesExists asks GET /series/{t} whether series t exists. Only a 404
 // says no (with the answer to give); any other outcome, including a
@@ -357,17 +261,6 @@ func badAnswer(cache string, err error) wire.Response {
 }
 
 func isNull(raw json.RawMessage) bool { return len(raw) == 0 || string(raw) == "null" }
-
-// worse returns the worse of two cache outcomes: MISS, then STALE, then HIT.
-func worse(a, b string) string {
-	switch {
-	case a == "MISS" || b == "MISS":
-		return "MISS"
-	case a == "STALE" || b == "STALE":
-		return "STALE"
-	}
-	return "HIT"
-}
 
 // split sorts typed answers into results and errors by ticker.
 func split(rs []wire.Response) (ok map[string]json.RawMessage, failed map[string]wire.ItemError) {

@@ -3,9 +3,11 @@ package batch
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/kproxy/kproxy/batch/wire"
 )
 
-func TestParseMarketsPage(t *testing.T) {
+func TestParseListPage(t *testing.T) {
 	tests := []struct {
 		name, body, items, cursor string
 		bad                       bool
@@ -15,22 +17,31 @@ func TestParseMarketsPage(t *testing.T) {
 		{"empty", `{"markets":[],"cursor":""}`, ``, "", false},
 		{"null", `{"markets":null,"cursor":""}`, ``, "", false},
 		{"extra members", `{"x":{"markets":[1]},"markets":[{"t":"[\"]"}],"y":[1,2]}`, `{"t":"[\"]"}`, "", false},
+		{"repeated member: the last wins", `{"markets":[1],"cursor":"a","markets":[2],"cursor":null}`, `2`, "", false},
+		{"next_cursor", `{"markets":[1],"next_cursor":"n"}`, `1`, "n", false},
+		{"cursor before next_cursor", `{"next_cursor":"n","cursor":"c","markets":[]}`, ``, "c", false},
 		{"not an object", `[1,2]`, ``, "", true},
 		{"markets not an array", `{"markets":{"a":1}}`, ``, "", true},
 		{"cursor not a string", `{"markets":[],"cursor":5}`, ``, "", true},
+		{"next_cursor not a string", `{"markets":[],"next_cursor":[]}`, ``, "", true},
+		{"markets replaced by an object", `{"markets":[1],"markets":{}}`, ``, "", true},
 		{"truncated", `{"markets":[{"t":1},`, ``, "", true},
 		{"invalid element", `{"markets":[tru]}`, ``, "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := parseMarketsPage([]byte(tt.body)).(*marketsPage)
-			if (p.err != nil) != tt.bad {
-				t.Fatalf("err = %v, want error: %v", p.err, tt.bad)
+			p := parseListPage([]byte(tt.body)).(*listPage)
+			items, err := p.items("markets", []byte(tt.body))
+			if err == nil {
+				err = p.err
+			}
+			if (err != nil) != tt.bad {
+				t.Fatalf("err = %v, want error: %v", err, tt.bad)
 			}
 			if tt.bad {
 				return
 			}
-			if got := string(p.items([]byte(tt.body))); got != tt.items {
+			if got := string(items); got != tt.items {
 				t.Errorf("items = %q, want %q", got, tt.items)
 			}
 			if p.cursor != tt.cursor {
@@ -51,5 +62,52 @@ func TestEncodeAnswerIsValidJSON(t *testing.T) {
 	}
 	if !json.Valid(got) {
 		t.Errorf("not valid JSON")
+	}
+}
+
+func TestAppendResponseWritesTheBodyAsIs(t *testing.T) {
+	tests := []struct {
+		name    string
+		r       wire.Response
+		oneLine bool
+		want    string
+	}{
+		{"no body", wire.Response{ID: "a", Status: 404, Error: "not <found>", Code: "not_found"}, false,
+			`{"id":"a","status":404,"error":"not <found>","code":"not_found"}`},
+		{"body last, as is", wire.Response{ID: "b", Status: 200, Cache: "HIT", Body: json.RawMessage(`{"x": [1, 2]}`), Pages: 2}, false,
+			`{"id":"b","status":200,"cache":"HIT","pages":2,"body":{"x": [1, 2]}}`},
+		{"line break kept in a document", wire.Response{ID: "c", Status: 200, Body: json.RawMessage("{\n\"x\":1}")}, false,
+			"{\"id\":\"c\",\"status\":200,\"body\":{\n\"x\":1}}"},
+		{"line break compacted in a line", wire.Response{ID: "d", Status: 200, Body: json.RawMessage("{\r\n \"x\": \"a\\nb\"\n}"), NextCursor: "c1"}, true,
+			`{"id":"d","status":200,"next_cursor":"c1","body":{"x":"a\nb"}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := string(appendResponse([]byte("x"), tt.r, tt.oneLine))
+			if got != "x"+tt.want {
+				t.Errorf("appendResponse = %s, want x%s", got, tt.want)
+			}
+			var back wire.Response
+			if err := json.Unmarshal([]byte(tt.want), &back); err != nil || back.ID != tt.r.ID || back.Status != tt.r.Status {
+				t.Errorf("does not decode back: %+v, %v", back, err)
+			}
+		})
+	}
+}
+
+func TestWithCursor(t *testing.T) {
+	tests := []struct{ name, query, cursor, want string }{
+		{"no cursor keeps the query", "ticker=A&limit=5", "", "ticker=A&limit=5"},
+		{"appended", "ticker=A&limit=5", "c1", "ticker=A&limit=5&cursor=c1"},
+		{"replaces the item's cursor", "cursor=old&ticker=A&cursor=older", "new", "ticker=A&cursor=new"},
+		{"empty query", "", "c/+=", "cursor=c%2F%2B%3D"},
+		{"other encodings kept", "tickers=A%2CB&x=", "c", "tickers=A%2CB&x=&cursor=c"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := withCursor(tt.query, tt.cursor); got != tt.want {
+				t.Errorf("withCursor(%q, %q) = %q, want %q", tt.query, tt.cursor, got, tt.want)
+			}
+		})
 	}
 }

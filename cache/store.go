@@ -80,7 +80,7 @@ func NewMemory(cfg Config) (*Memory, error) {
 		MaxCost:            cfg.MaxBytes,
 		BufferItems:        64,
 		IgnoreInternalCost: true,
-		// Sweep expired entries every half second so memory and the key
+		// Sweep expired entries once a second so memory and the key
 		// index follow retention closely.
 		TtlTickerDurationInSec: 1,
 		OnEvict: func(item *ristretto.Item[*Entry]) {

@@ -49,6 +49,36 @@ func TestBatchSendsTheContractBody(t *testing.T) {
 	}
 }
 
+func TestBatchAllPagesIsSentAndPagesRead(t *testing.T) {
+	var got map[string]any
+	c := server(t, func(w http.ResponseWriter, r *http.Request) {
+		json.NewDecoder(r.Body).Decode(&got)
+		io.WriteString(w, `{"responses":[{"id":"t","status":200,"cache":"MISS","pages":2,"next_cursor":"c2",`+
+			`"body":{"trades":[{"trade_id":"a"},{"trade_id":"b"}],"cursor":"c2","pages":2,"truncated":true}},`+
+			`{"id":"s","status":200,"body":{"series":{}}}]}`)
+	})
+	resp, err := c.Batch(context.Background(), []client.Item{
+		{ID: "t", Path: "/trade-api/v2/markets/trades?ticker=X&limit=1", AllPages: true},
+		{ID: "s", Path: "/trade-api/v2/series/X"},
+	})
+	if err != nil {
+		t.Fatalf("Batch: %v", err)
+	}
+	want := map[string]any{"requests": []any{
+		map[string]any{"id": "t", "path": "/trade-api/v2/markets/trades?ticker=X&limit=1", "all_pages": true},
+		map[string]any{"id": "s", "path": "/trade-api/v2/series/X"}, // all_pages false: left out
+	}}
+	if g, w := mustJSON(t, got), mustJSON(t, want); g != w {
+		t.Errorf("request body = %s, want %s", g, w)
+	}
+	if r := resp.Responses[0]; r.Pages != 2 || r.NextCursor != "c2" {
+		t.Errorf("response pages %d next_cursor %q, want 2 and c2", r.Pages, r.NextCursor)
+	}
+	if r := resp.Responses[1]; r.Pages != 0 || r.NextCursor != "" {
+		t.Errorf("plain item: pages %d next_cursor %q, want none", r.Pages, r.NextCursor)
+	}
+}
+
 func TestMarketsOmitsZeroOptions(t *testing.T) {
 	var got map[string]any
 	c := server(t, func(w http.ResponseWriter, r *http.Request) {

@@ -6,9 +6,8 @@
 # listening on free 127.0.0.1 ports. Stops both servers by PID. The suite is
 # every python/tests/test*.py: the unit tests against a stand-in kproxy
 # (test_unit.py), the tests against the real one (test_batch.py, which also
-# runs every python/examples/*.py as shipped), and, once renamed to
-# test_history_e2e.py, e2e_history.py (batch_get_trades/candlesticks
-# end to end; needs kproxy's Backfill).
+# runs every python/examples/*.py as shipped) and test_history_e2e.py
+# (batch_get_trades/candlesticks end to end, over kproxy's Backfill).
 #
 #   scripts/python-client-test.sh            # with python3
 #   PYTHON=python3.9 scripts/python-client-test.sh

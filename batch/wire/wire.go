@@ -18,6 +18,14 @@ type Item struct {
 	Path string `json:"path"`
 	// Method, when set, must be GET.
 	Method string `json:"method,omitempty"`
+	// AllPages follows Kalshi's cursor from Path (a cursor-paginated route:
+	// /markets, /markets/trades, /events, /historical/markets,
+	// /historical/trades, ...) until it is empty, at most the server's
+	// batch.max_pages pages, and answers every page's list joined in one
+	// body: {"<list>": [...], "cursor": "...", "pages": N, "truncated": b}.
+	// On any other route the item is a 400 (code not_paginated), never
+	// fetched.
+	AllPages bool `json:"all_pages,omitempty"`
 }
 
 // BatchRequest is the body of POST /batch.
@@ -43,9 +51,14 @@ type Response struct {
 	Error string `json:"error,omitempty"`
 	// Code is a machine-readable error code, when one is known.
 	Code string `json:"code,omitempty"`
-	// NextCursor, in a /batch/markets stream, is set when the series'
-	// listing is incomplete: more markets follow from this cursor.
+	// NextCursor is set when a listing is incomplete: in a /batch/markets
+	// stream, more markets of the series follow from this cursor; on an
+	// all_pages item, the cursor to continue from (max_pages stopped it),
+	// or, when a page failed, the cursor of that page.
 	NextCursor string `json:"next_cursor,omitempty"`
+	// Pages, on an all_pages item, counts the pages read: all of them on
+	// success, those before the failing page on failure.
+	Pages int `json:"pages,omitempty"`
 }
 
 // OK reports whether Status is 2xx.

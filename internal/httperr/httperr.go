@@ -25,6 +25,7 @@ const (
 	CodeBadTicker        = "bad_ticker"         // 400: a batch ticker kproxy does not accept
 	CodeBadMethod        = "bad_method"         // 400: a batch item that is not a GET
 	CodeNotBatchable     = "not_batchable"      // 400: a batch item that is not a public cached route
+	CodeNotPaginated     = "not_paginated"      // 400: a batch item with all_pages on a route without a cursor
 	CodeBadBody          = "bad_body"           // 400: a passed-through body that could not be read
 	CodeUnauthorized     = "unauthorized"       // 401: admin token missing or wrong
 	CodeNotFound         = "not_found"          // 404: no such route

@@ -2,17 +2,12 @@
 
 They need kproxy's Backfill (POST /batch items with "all_pages": true,
 CONTRACT.md "History tier (disk)") and a kalshi-sim that serves
-/markets/trades and the series candlestick route. Until both land this file
-is not collected (unittest discovers test*.py only); it is enabled by
-renaming it:
-
-    git mv python/tests/e2e_history.py python/tests/test_history_e2e.py
-
-after which scripts/python-client-test.sh runs it. A kproxy that answers
-400 to all_pages makes these tests FAIL, never skip. Run it by hand with the
+/markets/trades and the series candlestick route;
+scripts/python-client-test.sh runs them. A kproxy that answers 400 to
+all_pages makes these tests FAIL, never skip. Run it by hand with the
 servers up:
 
-    KPROXY_URL=http://127.0.0.1:PORT python3 -m unittest python/tests/e2e_history.py -v
+    KPROXY_URL=http://127.0.0.1:PORT python3 -m unittest python/tests/test_history_e2e.py -v
 
 Each result is checked against the same data fetched page by page through
 kproxy's plain pass-through route (GET /trade-api/v2/...), the way a script
@@ -20,6 +15,7 @@ without the batch helpers would.
 """
 
 import asyncio
+import datetime
 import json
 import math
 import os
@@ -87,14 +83,18 @@ class HistoryE2ETest(unittest.TestCase):
         cls.tickers = [m["ticker"] for m in markets]
         if not cls.tickers:
             raise AssertionError("kalshi-sim lists no market of %s" % SERIES)
+        # Candles exist only while a market is open: the window ends at the
+        # last close (kalshi-sim's KXFEDDECISION markets close on 2026-06-30).
+        closes = [datetime.datetime.fromisoformat(m["close_time"].replace("Z", "+00:00")).timestamp() for m in markets]
+        cls.last_close = int(max(closes))
 
     def test_trades_every_page_joined(self):
         whole = {t: direct_trades(t, 1000) for t in self.tickers}
         most = max(len(v) for v in whole.values())
         self.assertGreater(most, 1, "kalshi-sim must serve more than one trade for some %s market: %s" % (SERIES, {t: len(v) for t, v in whole.items()}))
-        # A page size that makes the busiest market span about three pages
-        # (well under batch.max_pages).
-        limit = max(1, math.ceil(most / 3))
+        # A page size that makes the busiest market span at least three
+        # pages (well under batch.max_pages; Kalshi's limit is at most 1000).
+        limit = max(1, min(1000, math.ceil(most / 3)))
         want = {t: direct_trades(t, limit) for t in self.tickers}
         events = []
         got = backfill(batch_get_trades_sync, kproxy_url(), self.tickers, limit=limit, progress=events.append)
@@ -112,7 +112,7 @@ class HistoryE2ETest(unittest.TestCase):
         self.assertEqual(again, got)
 
     def test_candlesticks(self):
-        end = int(time.time())
+        end = min(int(time.time()), self.last_close)
         start = end - 60 * 86400
         want = {}
         for t in self.tickers:
