@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strings"
@@ -45,25 +46,69 @@ func (s *seen) add(xcache string) {
 
 func (s *seen) total() int64 { return s.hit + s.stale + s.miss }
 
-// getAs sends a GET as client (its Kproxy-Client) and counts its X-Cache.
-func (k *kproxy) getAs(s *seen, client, path string) {
-	k.t.Helper()
-	req, err := http.NewRequest(http.MethodGet, k.srv.URL+path, nil)
+// client is one script using kproxy: its name (Kproxy-Client) and its
+// own keep-alive connection. kproxy counts a request after its answer is
+// written (a streamed or large answer may reach the client first), but
+// reads a connection's next request only once the previous one's handler
+// returned: a request sent on every client's connection after the
+// workload (settle) comes after every count.
+type client struct {
+	k    *kproxy
+	name string
+	hc   *http.Client
+	s    *seen
+}
+
+// client makes a client named name that counts its X-Cache answers in s.
+func (k *kproxy) client(name string, s *seen) *client {
+	tr := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}
+	k.t.Cleanup(tr.CloseIdleConnections)
+	return &client{k: k, name: name, hc: &http.Client{Transport: tr}, s: s}
+}
+
+// do sends a request and reads its whole answer (so the connection is
+// kept).
+func (c *client) do(method, path string, body []byte) (*http.Response, []byte) {
+	c.k.t.Helper()
+	req, err := http.NewRequest(method, c.k.url(path), bytes.NewReader(body))
 	if err != nil {
-		k.t.Error(err)
+		c.k.t.Fatal(err)
+	}
+	if c.name != "" {
+		req.Header.Set("Kproxy-Client", c.name)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		c.k.t.Errorf("%s %s: %v", method, path, err)
+		return nil, nil
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		c.k.t.Errorf("%s %s: %v", method, path, err)
+	}
+	return resp, b
+}
+
+// get sends a GET on a cached route and counts its X-Cache.
+func (c *client) get(path string) {
+	c.k.t.Helper()
+	resp, _ := c.do(http.MethodGet, path, nil)
+	if resp == nil {
 		return
 	}
-	req.Header.Set("Kproxy-Client", client)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		k.t.Errorf("GET %s: %v", path, err)
-		return
-	}
-	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		k.t.Errorf("GET %s = %d, want 200", path, resp.StatusCode)
+		c.k.t.Errorf("GET %s = %d, want 200", path, resp.StatusCode)
 	}
-	s.add(resp.Header.Get("X-Cache"))
+	c.s.add(resp.Header.Get("X-Cache"))
+}
+
+// settle sends one request on every client's connection: kproxy has
+// counted everything they sent before.
+func settle(cs ...*client) {
+	for _, c := range cs {
+		c.do(http.MethodGet, "/healthz", nil)
+	}
 }
 
 // upstreamCalls is how many requests the fake Kalshi received on the
@@ -140,14 +185,17 @@ func TestTruthManyPollersWithinTTL(t *testing.T) {
 	})
 	var s seen
 	var wg sync.WaitGroup
-	for i := 1; i <= 20; i++ {
+	pollers := make([]*client, 20)
+	for i := range pollers {
+		pollers[i] = k.client(fmt.Sprintf("poller-%02d", i+1), &s)
 		wg.Go(func() {
-			for range i { // poller-i sends i requests: 210 in all
-				k.getAs(&s, fmt.Sprintf("poller-%02d", i), list)
+			for range i + 1 { // poller-n sends n requests: 210 in all
+				pollers[i].get(list)
 			}
 		})
 	}
 	wg.Wait()
+	settle(pollers...)
 	r, _ := k.report()
 	up := k.upstreamCalls()
 	if up != 1 || s.total() != 210 {
@@ -189,15 +237,11 @@ func TestTruthBatchChargedToItsEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	var s seen
+	c := k.client("batcher", &s)
 	for range 2 {
-		resp, err := http.Post(k.srv.URL+"/batch", "application/json", bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
+		_, b := c.do(http.MethodPost, "/batch", body)
 		var br wire.BatchResponse
-		err = json.NewDecoder(resp.Body).Decode(&br)
-		resp.Body.Close()
-		if err != nil || len(br.Responses) != 10 {
+		if err := json.Unmarshal(b, &br); err != nil || len(br.Responses) != 10 {
 			t.Fatalf("POST /batch: %v, %d responses", err, len(br.Responses))
 		}
 		for _, it := range br.Responses {
@@ -207,6 +251,7 @@ func TestTruthBatchChargedToItsEndpoint(t *testing.T) {
 			s.add(it.Cache)
 		}
 	}
+	settle(c)
 	r, _ := k.report()
 	up := int64(k.fake.Count("/trade-api/v2/events"))
 	if up != k.upstreamCalls() || up != 10 {
@@ -229,13 +274,16 @@ func TestTruthBatchChargedToItsEndpoint(t *testing.T) {
 // for: /markets/{ticker}.
 func TestTruthAutoBatchChargedToSingleMarket(t *testing.T) {
 	k := start(t, func(c *config.Config) { c.Batch.AutoWindow = config.Duration(time.Second) })
-	tickers := k.tickers(5)
+	tickers := k.fake.MarketTickers("KXEARNINGSMENTIONMETA")[:5]
 	var s seen
 	var wg sync.WaitGroup
+	desks := make([]*client, len(tickers))
 	for i, tk := range tickers {
-		wg.Go(func() { k.getAs(&s, fmt.Sprintf("desk-%d", i), "/trade-api/v2/markets/"+tk) })
+		desks[i] = k.client(fmt.Sprintf("desk-%d", i), &s)
+		wg.Go(func() { desks[i].get("/trade-api/v2/markets/" + tk) })
 	}
 	wg.Wait()
+	settle(desks...)
 	r, _ := k.report()
 	up := k.upstreamCalls()
 	combined := int64(k.fake.Count("/trade-api/v2/markets"))
@@ -267,13 +315,11 @@ func TestTruthAutoBatchChargedToSingleMarket(t *testing.T) {
 func TestTruthPassThroughsAreLeftOut(t *testing.T) {
 	k := start(t, nil)
 	var s seen
-	k.getAs(&s, "bot", "/trade-api/v2/series/KXFEDDECISION")
-	k.get("/trade-api/v2/portfolio/balance", "Kproxy-Client", "bot")
-	resp, err := http.Post(k.srv.URL+"/trade-api/v2/markets", "application/json", strings.NewReader("{}"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	c := k.client("bot", &s)
+	c.get("/trade-api/v2/series/KXFEDDECISION")
+	c.do(http.MethodGet, "/trade-api/v2/portfolio/balance", nil)
+	c.do(http.MethodPost, "/trade-api/v2/markets", []byte("{}"))
+	settle(c)
 	if got := k.fake.Total(); got != 3 {
 		t.Fatalf("the fake got %d requests, want 3 (one fetch, two pass-throughs)", got)
 	}
@@ -284,30 +330,8 @@ func TestTruthPassThroughsAreLeftOut(t *testing.T) {
 	}
 }
 
-// tickers returns n market tickers the fake knows, and forgets the
-// request that found them.
-func (k *kproxy) tickers(n int) []string {
-	k.t.Helper()
-	resp, err := http.Get(fmt.Sprintf("%s/trade-api/v2/markets?limit=%d", k.upURL, n))
-	if err != nil {
-		k.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var list struct {
-		Markets []struct {
-			Ticker string `json:"ticker"`
-		} `json:"markets"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || len(list.Markets) != n {
-		k.t.Fatalf("fake market list: %v, %d markets", err, len(list.Markets))
-	}
-	k.fake.Reset()
-	out := make([]string, n)
-	for i, m := range list.Markets {
-		out[i] = m.Ticker
-	}
-	return out
-}
+// url is kproxy's URL of path.
+func (k *kproxy) url(path string) string { return k.srv.URL + path }
 
 func ptr[T any](v T) *T { return &v }
 
@@ -333,9 +357,11 @@ func TestTruthSlowPoller(t *testing.T) {
 	const list = "/trade-api/v2/markets?series_ticker=KXFEDDECISION"
 	k := start(t, expiredAtOnce(0))
 	var s seen
+	c := k.client("nvda-poller", &s)
 	for range 6 {
-		k.getAs(&s, "nvda-poller", list)
+		c.get(list)
 	}
+	settle(c)
 	r, _ := k.report()
 	up := k.upstreamCalls()
 	if up != 6 || s.hit != 0 {
@@ -363,9 +389,11 @@ func TestTruthStaleWithRefresh(t *testing.T) {
 	const list = "/trade-api/v2/markets?series_ticker=KXFEDDECISION"
 	k := start(t, expiredAtOnce(time.Hour))
 	var s seen
-	k.getAs(&s, "bot", list) // MISS: the first fetch
-	k.getAs(&s, "bot", list) // STALE: served at once, refreshed behind
-	k.app.Fetcher.Wait()     // the refresh has reached the fake
+	c := k.client("bot", &s)
+	c.get(list)          // MISS: the first fetch
+	c.get(list)          // STALE: served at once, refreshed behind
+	k.app.Fetcher.Wait() // the refresh has reached the fake
+	settle(c)
 	r, _ := k.report()
 	up := k.upstreamCalls()
 	if s.miss != 1 || s.stale != 1 || up != 2 {
