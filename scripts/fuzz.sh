@@ -30,7 +30,7 @@ targets=(
   ./batch/:FuzzMarketsPage
   ./internal/config/:FuzzDecode
   ./internal/legacy/:FuzzApply
-  ./internal/cluster/:FuzzDecodeEntry
+  ./cache/:FuzzDecodeRecord
 )
 total=0
 for t in "${targets[@]}"; do

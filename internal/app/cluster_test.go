@@ -333,7 +333,7 @@ func TestPurgeFencesAFetchThatStartedBeforeIt(t *testing.T) {
 	}
 	// Its answer predates the purge: neither L2 nor any L1 keeps it.
 	key := "/trade-api/v2/markets/KXBIGSERIES-26JUN30-M009"
-	if got, _ := r.redis.Do("EXISTS", "kproxy:v1:e:"+key); !strings.HasPrefix(got, ":0") {
+	if got, _ := r.redis.Do("EXISTS", "kproxy:v2:e:"+key); !strings.HasPrefix(got, ":0") {
 		t.Errorf("L2 holds an answer fetched before the purge (EXISTS = %q)", strings.TrimSpace(got))
 	}
 	for i := range 2 {
@@ -394,8 +394,9 @@ func TestEntriesOfAnotherEncodingAreIgnored(t *testing.T) {
 	path := marketPath(15)
 	key := "/trade-api/v2/markets/KXBIGSERIES-26JUN30-M015"
 	// A value under this version's key that this version did not write
-	// (a future format, or garbage), and one under an older version's key.
-	r.redis.Do("SET", "kproxy:v1:e:"+key, "K\x02\x00not an entry of version 1", "PX", "60000")
+	// (a future format, or garbage), and ones under older versions' keys.
+	r.redis.Do("SET", "kproxy:v2:e:"+key, "k\x02\x00not a record of version 1", "PX", "60000")
+	r.redis.Do("SET", "kproxy:v1:e:"+key, "K\x01\x00an entry of the previous format", "PX", "60000")
 	r.redis.Do("SET", "kproxy:v0:e:"+key, "anything", "PX", "60000")
 	a := r.get(0, path)
 	if a.status != http.StatusOK || a.header.Get("X-Cache") != "MISS" || !strings.Contains(string(a.body), "KXBIGSERIES-26JUN30-M015") {
@@ -653,7 +654,7 @@ func BenchmarkRedisMemoryPerEntry(b *testing.B) {
 				body += len(a.body)
 			}
 			after := used()
-			key := "kproxy:v1:e:" + tt.key
+			key := "kproxy:v2:e:" + tt.key
 			usage, err := r.app(0).Cluster.Client().MemoryUsage(context.Background(), key).Result()
 			if err != nil {
 				b.Fatalf("MEMORY USAGE %s: %v", key, err)

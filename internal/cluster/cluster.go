@@ -13,12 +13,17 @@
 // routes those lines to its Config.Logger while it is open (redislog.go),
 // so that a replica's every line has its log format.
 //
-// Keys (all under Config.Prefix; the format version is part of every key so
-// that an upgrade reads old entries as misses, never misreads them):
+// Keys (all under Config.Prefix). The version in a key names the format of
+// its value, so that a replica reads a value of another format as a miss,
+// never misreads it. Entries and one-off answers are cache records
+// (cache/codec.go) since v2; the other values have kept their v1 format, so
+// that during a rolling upgrade old and new replicas still share claims,
+// purges, heartbeats and one rate budget (each reads only its own entries):
 //
-//	v1:e:<cache key>   an entry (codec.go), PX = fresh + longest stale window
+//	v2:e:<cache key>   an entry (a cache record), PX = fresh + longest stale window
 //	v1:l:<cache key>   the claim of the replica fetching it, renewed while it fetches
-//	v1:o:<token>       a claimed fetch's failure or one-off answer, kept 5s for its waiters
+//	v2:o:<token>       a claimed fetch's one-off answer (a cache record) or
+//	                   failure (coalesce.go), kept 5s for its waiters
 //	v1:epoch           purge counter (fencing: a fill claimed before a purge is not stored)
 //	v1:rl:<kind>       GCRA state of a rate budget ("read", "write")
 //	v1:hb              sorted set of live replicas (heartbeats)
@@ -221,7 +226,7 @@ func New(cfg Config) (*Cluster, error) {
 	})
 	redisLogs.push(c.redisLog)
 	c.rdb = redis.NewClient(opt)
-	v := versionLabel + ":"
+	v := stateVersion + ":"
 	c.keyEpoch, c.keyHB = c.prefix+v+"epoch", c.prefix+v+"hb"
 	c.chFill, c.chPurge = c.prefix+v+"fill", c.prefix+v+"purge"
 
@@ -309,7 +314,25 @@ func (c *Cluster) Epoch() uint64 { return c.epoch.Load() }
 // Client is the underlying Redis client (tests, diagnostics).
 func (c *Cluster) Client() *redis.Client { return c.rdb }
 
-func (c *Cluster) key(kind, k string) string { return c.prefix + versionLabel + ":" + kind + ":" + k }
+// Key versions (see the package doc): recordVersion for the keys whose
+// value is a cache record, previousRecordVersion for the entries of the
+// release before (a purge removes them too), stateVersion for the other
+// keys. Bump recordVersion (and previousRecordVersion) with the record
+// format (cache/codec.go).
+const (
+	recordVersion         = "v2"
+	previousRecordVersion = "v1"
+	stateVersion          = "v1"
+)
+
+// key is the Redis key of kind ("e", "l", "o", "rl") for k.
+func (c *Cluster) key(kind, k string) string {
+	v := stateVersion
+	if kind == "e" || kind == "o" {
+		v = recordVersion
+	}
+	return c.prefix + v + ":" + kind + ":" + k
+}
 
 // call is the context of one Redis call.
 func (c *Cluster) call() (context.Context, context.CancelFunc) {

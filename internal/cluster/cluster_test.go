@@ -1,9 +1,9 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -30,7 +30,13 @@ func newL1(t testing.TB) *cache.Memory {
 // newCluster is one replica's Cluster on mr.
 func newCluster(t testing.TB, mr *miniredis.Miniredis, mutate func(*Config)) *Cluster {
 	t.Helper()
-	cfg := Config{URL: "redis://" + mr.Addr(), L1: newL1(t), Timeout: time.Second, FetchTimeout: 5 * time.Second,
+	return newClusterAt(t, "redis://"+mr.Addr(), mutate)
+}
+
+// newClusterAt is one replica's Cluster on the Redis at url.
+func newClusterAt(t testing.TB, url string, mutate func(*Config)) *Cluster {
+	t.Helper()
+	cfg := Config{URL: url, L1: newL1(t), Timeout: time.Second, FetchTimeout: 5 * time.Second,
 		HealthInterval: 50 * time.Millisecond, Backstop: 10 * time.Second}
 	if mutate != nil {
 		mutate(&cfg)
@@ -46,96 +52,6 @@ func newCluster(t testing.TB, mr *miniredis.Miniredis, mutate func(*Config)) *Cl
 func entry(key string, body []byte, fetched time.Time) *cache.Entry {
 	h := http.Header{"Content-Type": {"application/json"}, "X-Multi": {"a", "b"}}
 	return cache.NewEntry(key, 200, h, body, fetched, cache.Windows{TTL: 2 * time.Second, StaleWhileRevalidate: 3 * time.Second, StaleIfError: 10 * time.Minute}, true)
-}
-
-func TestEntryRoundTrip(t *testing.T) {
-	now := time.Now()
-	big := bytes.Repeat([]byte(`{"market":{"ticker":"KXFOO-26JUN30-A","yes_bid_dollars":"0.4200"}},`), 40)
-	for _, tt := range []struct {
-		name string
-		body []byte
-		gzip bool
-	}{
-		{"compressible body stored as gzip", big, true},
-		{"small body stored as identity", []byte(`{"ok":true}`), false},
-		{"empty body", []byte{}, false},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			e := entry("/trade-api/v2/markets?x=1", tt.body, now)
-			b := encodeEntry(e)
-			if got := b[2]&flagGzip != 0; got != tt.gzip {
-				t.Errorf("gzip flag = %v, want %v", got, tt.gzip)
-			}
-			d, err := decodeEntry(e.Key, b)
-			if err != nil {
-				t.Fatalf("decode: %v", err)
-			}
-			if !bytes.Equal(d.Body, e.Body) || !bytes.Equal(d.Gzip, e.Gzip) || d.ETag != e.ETag || d.Status != 200 || d.Key != e.Key {
-				t.Errorf("decoded entry differs: body %v gzip %v etag %q/%q", bytes.Equal(d.Body, e.Body), bytes.Equal(d.Gzip, e.Gzip), d.ETag, e.ETag)
-			}
-			if d.Header.Get("Content-Type") != "application/json" || strings.Join(d.Header["X-Multi"], ",") != "a,b" {
-				t.Errorf("header = %v", d.Header)
-			}
-			for _, p := range [][2]time.Time{{d.FetchedAt, e.FetchedAt}, {d.FreshUntil, e.FreshUntil}, {d.RevalidateUntil, e.RevalidateUntil}, {d.ErrorUntil, e.ErrorUntil}} {
-				if diff := p[0].Sub(p[1]); diff > time.Millisecond || diff < -time.Millisecond {
-					t.Errorf("time %v, want %v (to the ms)", p[0], p[1])
-				}
-			}
-			if d.Size() <= int64(len(d.Body)) {
-				t.Errorf("Size %d does not count the body", d.Size())
-			}
-		})
-	}
-}
-
-func TestDecodeRejectsValuesItDidNotWrite(t *testing.T) {
-	good := encodeEntry(entry("k", bytes.Repeat([]byte("abcdefgh"), 200), time.Now()))
-	corruptGzip := bytes.Clone(good)
-	corruptGzip[len(corruptGzip)-20] ^= 0xff
-	cases := map[string][]byte{
-		"empty":          nil,
-		"wrong magic":    append([]byte{'X'}, good[1:]...),
-		"next version":   append([]byte{'K', 2}, good[2:]...),
-		"unknown flag":   append([]byte{'K', 1, 0x80}, good[3:]...),
-		"trailing bytes": append(bytes.Clone(good), 0),
-		"corrupt gzip":   corruptGzip,
-		"error encoding": encodeError(&upstream.Error{Status: 503, Code: "x"}),
-	}
-	for i := 1; i < len(good); i += len(good)/40 + 1 {
-		cases["truncated"+string(rune('a'+i%26))] = good[:i]
-	}
-	for name, b := range cases {
-		if e, err := decodeEntry("k", b); err == nil {
-			t.Errorf("%s: decoded as %+v, want an error", name, e.Status)
-		}
-	}
-}
-
-func FuzzDecodeEntry(f *testing.F) {
-	f.Add(encodeEntry(entry("k", []byte(`{"a":1}`), time.Now())))
-	f.Add(encodeEntry(entry("k", bytes.Repeat([]byte("xyz"), 300), time.Now())))
-	f.Add([]byte("K\x01\x00"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := decodeEntry("k", b)
-		if err != nil {
-			return
-		}
-		again, err := decodeEntry("k", encodeEntry(e))
-		if err != nil || !bytes.Equal(again.Body, e.Body) || again.Status != e.Status {
-			t.Fatalf("re-encoding a decoded entry does not round-trip: %v", err)
-		}
-	})
-}
-
-func TestErrorRoundTrip(t *testing.T) {
-	in := &upstream.Error{Status: 503, Code: "breaker_open", Msg: "upstream is failing", RetryAfter: 7 * time.Second}
-	out, err := decodeError(encodeError(in))
-	if err != nil || out.Status != in.Status || out.Code != in.Code || out.Msg != in.Msg || out.RetryAfter != in.RetryAfter {
-		t.Fatalf("decodeError = %+v, %v; want %+v", out, err, in)
-	}
-	if _, err := decodeError([]byte("E\x02")); err == nil {
-		t.Error("decoded a later version's error")
-	}
 }
 
 func TestSharedBudgetAcrossReplicas(t *testing.T) {
@@ -354,7 +270,7 @@ func TestWaiterOutcomes(t *testing.T) {
 			case <-time.After(2 * time.Second):
 				t.Fatal("waiter not woken")
 			}
-			if mr.Exists("kproxy:v1:e:k") {
+			if mr.Exists("kproxy:v2:e:k") {
 				t.Error("a non-storable outcome was stored as an entry")
 			}
 		})
@@ -397,7 +313,7 @@ func TestFillAfterPurgeIsFenced(t *testing.T) {
 	}
 	a.Store().Purge("/")
 	turn.Claim.Done(fetch.SharedOutcome{Entry: entry("/k", []byte("old"), time.Now()), Retention: time.Minute})
-	if mr.Exists("kproxy:v1:e:/k") {
+	if mr.Exists("kproxy:v2:e:/k") {
 		t.Error("an answer claimed before the purge was stored after it")
 	}
 }
@@ -410,15 +326,36 @@ func TestPurgeScansOnlyTheMatchingKeys(t *testing.T) {
 		s.Set(entry(k, []byte("v"), time.Now()), time.Minute)
 		b.l1.Set(entry(k, []byte("v"), time.Now()), time.Minute)
 	}
-	if n := s.Purge("/trade-api/v2/markets"); n != 3 {
-		t.Errorf("Purge = %d, want 3", n)
+	// Entries of the previous format, which replicas of the previous
+	// release still read during a rolling upgrade.
+	mr.Set("kproxy:v1:e:/trade-api/v2/markets/C", "K\x01old")
+	mr.Set("kproxy:v1:e:/trade-api/v2/series/S", "K\x01old")
+	if n := s.Purge("/trade-api/v2/markets"); n != 4 {
+		t.Errorf("Purge = %d, want 4 (3 entries, 1 of the previous format)", n)
 	}
-	if !mr.Exists("kproxy:v1:e:/trade-api/v2/series/S") || mr.Exists("kproxy:v1:e:/trade-api/v2/markets?x=[1]") {
-		t.Errorf("L2 after purge: %v", mr.Keys())
+	want := []string{"kproxy:v1:e:/trade-api/v2/series/S", "kproxy:v2:e:/trade-api/v2/series/S"}
+	if got := entryKeys(mr); !slices.Equal(got, want) {
+		t.Errorf("L2 after purge: %q, want %q", got, want)
+	}
+	mr.Set("kproxy:v1:e:/trade-api/v2/series/T", "K\x01old")
+	if !s.Delete("/trade-api/v2/series/T") || mr.Exists("kproxy:v1:e:/trade-api/v2/series/T") {
+		t.Errorf("Delete left the previous format's entry: %q", entryKeys(mr))
 	}
 	if _, ok := waitFor(time.Second, func() bool { return b.l1.Stats().Items == 1 }); !ok {
 		t.Errorf("other replica's L1 holds %d entries after the purge, want 1", b.l1.Stats().Items)
 	}
+}
+
+// entryKeys lists the entry keys in mr, of every format, sorted.
+func entryKeys(mr *miniredis.Miniredis) []string {
+	var out []string
+	for _, k := range mr.Keys() {
+		if strings.Contains(k, ":e:") {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func TestReconnectAfterMissedPurgeDropsL1(t *testing.T) {

@@ -2,8 +2,10 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"time"
 
@@ -35,10 +37,10 @@ func (c *Cluster) Acquire(ctx context.Context, key string, fresh bool, since tim
 	if !c.up.Load() {
 		return fetch.Turn{}
 	}
-	minFetched := int64(0)
-	if !fresh {
+	minFetched := int64(math.MinInt64)
+	if !fresh && !since.IsZero() {
 		// A forced refresh accepts only an answer fetched after it began.
-		minFetched = since.UnixMicro()
+		minFetched = since.UnixNano()
 	}
 	msgs, stop := c.watch(key)
 	defer stop()
@@ -86,14 +88,15 @@ func (c *Cluster) Acquire(ctx context.Context, key string, fresh bool, since tim
 }
 
 // tryClaim runs the claim script once: it returns a turn with an entry or
-// a claim, or held when another replica holds the claim.
+// a claim, or held when another replica holds the claim. minFetched is the
+// oldest acceptable fetch time in Unix nanoseconds.
 func (c *Cluster) tryClaim(key string, minFetched int64) (t fetch.Turn, held bool, err error) {
 	token := fmt.Sprintf("%016x", rand.Uint64())
 	ctx, cancel := c.call()
 	defer cancel()
 	ek, lk := c.key("e", key), c.key("l", key)
 	res, err := claimScript.Run(ctx, c.rdb, []string{ek, lk, c.keyEpoch},
-		token, c.leaseTTL.Milliseconds(), c.now().UnixMicro(), minFetched).Slice()
+		token, c.leaseTTL.Milliseconds(), nanos(c.now().UnixNano()), nanos(minFetched)).Slice()
 	c.report(err)
 	if err != nil {
 		return fetch.Turn{}, false, err
@@ -105,7 +108,7 @@ func (c *Cluster) tryClaim(key string, minFetched int64) (t fetch.Turn, held boo
 	switch code {
 	case 1:
 		s, _ := res[1].(string)
-		e, derr := decodeEntry(key, []byte(s))
+		e, derr := decodeRecord(key, []byte(s))
 		if derr != nil {
 			// An entry this version cannot read: fetch it anew, as the
 			// claimant (the fill overwrites it).
@@ -122,12 +125,13 @@ func (c *Cluster) tryClaim(key string, minFetched int64) (t fetch.Turn, held boo
 	return fetch.Turn{}, false, errors.New("cluster: unexpected claim reply")
 }
 
-// claimOver takes the claim regardless of the stored entry.
+// claimOver takes the claim regardless of the stored entry (at the
+// largest time no entry is fresh).
 func (c *Cluster) claimOver(key, token, ek, lk string) (fetch.Turn, bool, error) {
 	ctx, cancel := c.call()
 	defer cancel()
 	res, err := claimScript.Run(ctx, c.rdb, []string{ek, lk, c.keyEpoch},
-		token, c.leaseTTL.Milliseconds(), 0, int64(1)<<53).Slice()
+		token, c.leaseTTL.Milliseconds(), nanos(math.MaxInt64), nanos(math.MaxInt64)).Slice()
 	if err != nil || len(res) != 2 {
 		return fetch.Turn{}, false, err
 	}
@@ -151,7 +155,7 @@ func (c *Cluster) outcome(key, token string, kind byte) (fetch.Turn, bool) {
 		}
 		return fetch.Turn{Err: e, Waited: true}, true
 	}
-	e, err := decodeEntry(key, b)
+	e, err := decodeRecord(key, b)
 	if err != nil {
 		return fetch.Turn{}, false
 	}
@@ -217,9 +221,9 @@ func (cl *claim) Done(o fetch.SharedOutcome) {
 	case o.Err != nil:
 		kind, value = fillError, encodeError(o.Err)
 	case o.Entry != nil && o.Retention > 0:
-		kind, valueKey, value, px = fillStored, c.key("e", cl.key), encodeEntry(o.Entry), o.Retention
+		kind, valueKey, value, px = fillStored, c.key("e", cl.key), record(o.Entry), o.Retention
 	case o.Entry != nil:
-		kind, value = fillAnswer, encodeEntry(o.Entry)
+		kind, value = fillAnswer, record(o.Entry)
 	}
 	if !c.up.Load() {
 		return
@@ -231,4 +235,68 @@ func (cl *claim) Done(o fetch.SharedOutcome) {
 	err := fillScript.Run(ctx, c.rdb, []string{valueKey, c.key("l", cl.key), c.keyEpoch},
 		cl.token, cl.epoch, value, max(px.Milliseconds(), 1), c.chFill, msg, fenced).Err()
 	c.report(err)
+}
+
+// nanos is the claim script's form of a time in Unix nanoseconds: 8 bytes,
+// big-endian, as a cache record holds it.
+func nanos(n int64) []byte { return binary.BigEndian.AppendUint64(nil, uint64(n)) }
+
+// Encoding of a shared fetch failure (under v2:o:<token>), kept briefly so
+// that waiting replicas answer with it instead of fetching again. Integers
+// are big-endian:
+//
+//	0     magic 'E'
+//	1     version (1)
+//	2-3   status
+//	4-11  Retry-After, nanoseconds
+//	      code, message: each a u16 length, then the bytes
+const (
+	errorMagic   = 'E'
+	errorVersion = 1
+	errorFixed   = 12
+)
+
+// errBadOutcome rejects a value that is not a failure this version wrote.
+var errBadOutcome = errors.New("cluster: corrupt or foreign failure value")
+
+func encodeError(e *upstream.Error) []byte {
+	b := []byte{errorMagic, errorVersion}
+	b = binary.BigEndian.AppendUint16(b, uint16(e.Status))
+	b = binary.BigEndian.AppendUint64(b, uint64(max(e.RetryAfter, 0)))
+	b = appendString16(b, e.Code)
+	return appendString16(b, e.Msg)
+}
+
+// decodeError rebuilds a failure from encodeError's form; it never panics
+// and rejects anything else with errBadOutcome.
+func decodeError(b []byte) (*upstream.Error, error) {
+	if len(b) < errorFixed || b[0] != errorMagic || b[1] != errorVersion {
+		return nil, errBadOutcome
+	}
+	status := int(binary.BigEndian.Uint16(b[2:4]))
+	ra := binary.BigEndian.Uint64(b[4:12])
+	code, rest, ok := cutString16(b[errorFixed:])
+	msg, rest, ok2 := cutString16(rest)
+	if !ok || !ok2 || len(rest) != 0 || ra > 1<<62 {
+		return nil, errBadOutcome
+	}
+	return &upstream.Error{Status: status, Code: code, Msg: msg, RetryAfter: time.Duration(ra)}, nil
+}
+
+func appendString16(b []byte, s string) []byte {
+	s = s[:min(len(s), math.MaxUint16)]
+	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
+	return append(b, s...)
+}
+
+// cutString16 reads a u16 length and that many bytes from the start of b.
+func cutString16(b []byte) (s string, rest []byte, ok bool) {
+	if len(b) < 2 {
+		return "", nil, false
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	if n > len(b)-2 {
+		return "", nil, false
+	}
+	return string(b[2 : 2+n]), b[2+n:], true
 }

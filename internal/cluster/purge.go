@@ -80,7 +80,10 @@ const purgeTimeout = 10 * time.Second
 
 // purgeL2 fences in-flight fills (INCR epoch), removes the matching L2
 // entries (SCAN + UNLINK in batches, never KEYS), then announces the purge
-// with its epoch so every replica purges its L1.
+// with its epoch so every replica purges its L1. It removes the entries of
+// the previous format version too: the replicas of the previous release
+// still read them while a rolling upgrade runs (and share the epoch and
+// the purge messages, whose format has not changed).
 func (c *Cluster) purgeL2(kind byte, arg string) (int, error) {
 	if !c.up.Load() {
 		return 0, errors.New("redis down")
@@ -107,14 +110,16 @@ func (c *Cluster) purgeL2(kind byte, arg string) (int, error) {
 	n := 0
 	if kind == 'k' {
 		ctx, cancel := step()
-		m, err := c.rdb.Unlink(ctx, c.key("e", arg)).Result()
+		m, err := c.rdb.Unlink(ctx, c.key("e", arg), c.prefix+previousRecordVersion+":e:"+arg).Result()
 		cancel()
 		if err != nil {
 			return 0, err
 		}
 		n = int(m)
 	} else {
-		match := c.key("e", globEscape(arg)) + "*"
+		// Entries of every format version (v?): a replica of the
+		// previous release still reads its own during a rolling upgrade.
+		match := globEscape(c.prefix) + "v?:e:" + globEscape(arg) + "*"
 		var cursor uint64
 		for {
 			ctx, cancel := step()

@@ -10,20 +10,39 @@ import "github.com/redis/go-redis/v9"
 // key, or names the claim's holder:
 //
 //	KEYS: entry, lease, epoch
-//	ARGV: token, lease ms, now µs, oldest acceptable fetch time µs
+//	ARGV: token, lease ms, now, oldest acceptable fetch time
 //	-> {1, entry} | {2, epoch} (claim taken) | {3, lease ms left}
 //
 // An entry is fresh enough when fetched at or after ARGV[4] and still fresh
-// at ARGV[3] (bytes 4-19 of the encoding: fetched at and fresh for).
+// at ARGV[3]. The entry is a cache record (cache/codec.go): magic 'k' and
+// version 1 in its first two bytes, fetched at and fresh until at the fixed
+// offsets 8 and 16, each an int64 of Unix nanoseconds, big-endian. ARGV[3]
+// and ARGV[4] are in the same form (8 bytes, see nanos), and cmp64 compares
+// them byte by byte: exact to the nanosecond. (Lua's numbers are doubles,
+// which hold today's Unix nanoseconds only to within 256 ns: reading the
+// fields as numbers would make a replica take an entry fetched up to 128 ns
+// before its forced refresh began as fresh enough, or the reverse.) Any
+// other value (a foreign one, or too short) is no entry: the claim is taken,
+// and the fill overwrites it. The script does not check the record's CRC:
+// the replica does when it decodes, and takes the claim over (claimOver)
+// when that fails.
 var claimScript = redis.NewScript(`
-local v = redis.call('GET', KEYS[1])
-if v and string.len(v) >= 19 and string.byte(v, 1) == 75 and string.byte(v, 2) == 1 then
-  local fetched, fresh = 0, 0
-  for i = 4, 11 do fetched = fetched * 256 + string.byte(v, i) end
-  for i = 12, 19 do fresh = fresh * 256 + string.byte(v, i) end
-  if fetched >= tonumber(ARGV[4]) and fetched + fresh > tonumber(ARGV[3]) then
-    return {1, v}
+-- cmp64 compares the int64 at byte i of a with the one that is b: -1, 0
+-- or 1. Flipping the sign bit of the first byte orders two's complement
+-- values as unsigned bytes.
+local function cmp64(a, i, b)
+  for k = 0, 7 do
+    local x, y = string.byte(a, i + k), string.byte(b, 1 + k)
+    if k == 0 then x, y = (x + 128) % 256, (y + 128) % 256 end
+    if x ~= y then return x < y and -1 or 1 end
   end
+  return 0
+end
+local v = redis.call('GET', KEYS[1])
+if v and string.len(v) >= 42 and string.byte(v, 1) == 107 and string.byte(v, 2) == 1 and
+    string.len(ARGV[3]) == 8 and string.len(ARGV[4]) == 8 and
+    cmp64(v, 9, ARGV[4]) >= 0 and cmp64(v, 17, ARGV[3]) > 0 then
+  return {1, v}
 end
 local epoch = redis.call('GET', KEYS[3]) or '0'
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then

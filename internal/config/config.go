@@ -404,18 +404,9 @@ func (u *Upstream) Rates() (read, write float64) {
 // UpstreamURL returns the parsed upstream origin (scheme and host; a
 // trailing /trade-api/v2 in the configured URL is tolerated and dropped).
 func (c *Config) UpstreamURL() (*url.URL, error) {
-	u, err := url.Parse(c.Upstream.URL)
+	u, err := parseServerURL(c.Upstream.URL, "http", "scheme://host[:port]")
 	if err != nil {
 		return nil, err
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, errors.New("scheme must be http or https")
-	}
-	if u.Host == "" {
-		return nil, errors.New("no host")
-	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, errors.New("must be scheme://host[:port] only")
 	}
 	switch strings.TrimSuffix(u.Path, "/") {
 	case "", strings.TrimSuffix(route.Prefix, "/"):
@@ -423,6 +414,26 @@ func (c *Config) UpstreamURL() (*url.URL, error) {
 		return nil, errors.New("must not have a path other than /trade-api/v2")
 	}
 	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
+}
+
+// parseServerURL parses raw, the URL of a server: its scheme must be scheme
+// or its secure form (scheme+"s"), it must have a host, and it must have no
+// user, query or fragment (form, in the error, says what it may be).
+func parseServerURL(raw, scheme, form string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme != scheme && u.Scheme != scheme+"s" {
+		return nil, fmt.Errorf("scheme must be %s or %ss", scheme, scheme)
+	}
+	if u.Host == "" {
+		return nil, errors.New("no host")
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("must be %s only", form)
+	}
+	return u, nil
 }
 
 // KeyError is a configuration error naming the key and the bad value.
@@ -606,18 +617,9 @@ func (c *Config) Validate() error {
 // their WebSocket hosts; any other http(s)://H to ws(s)://H/trade-api/ws/v2).
 func (c *Config) WSURL() (*url.URL, error) {
 	if c.Upstream.WSURL != "" {
-		u, err := url.Parse(c.Upstream.WSURL)
+		u, err := parseServerURL(c.Upstream.WSURL, "ws", "ws(s)://host[:port][/path]")
 		if err != nil {
 			return nil, err
-		}
-		if u.Scheme != "ws" && u.Scheme != "wss" {
-			return nil, errors.New("scheme must be ws or wss")
-		}
-		if u.Host == "" {
-			return nil, errors.New("no host")
-		}
-		if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-			return nil, errors.New("must be ws(s)://host[:port][/path] only")
 		}
 		if u.Path == "" || u.Path == "/" {
 			u.Path = WSPath

@@ -14,12 +14,16 @@ import (
 type Duration time.Duration
 
 // UnmarshalYAML reads a Go duration string.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	v, err := ParseDuration(n.Value)
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error { return unmarshalScalar(n, d, ParseDuration) }
+
+// unmarshalScalar sets *dst to parse(n.Value), and leaves it alone when
+// parse fails.
+func unmarshalScalar[T any](n *yaml.Node, dst *T, parse func(string) (T, error)) error {
+	v, err := parse(n.Value)
 	if err != nil {
 		return err
 	}
-	*d = v
+	*dst = v
 	return nil
 }
 
@@ -84,14 +88,7 @@ func ParseSize(s string) (Size, error) {
 }
 
 // UnmarshalYAML reads a size.
-func (s *Size) UnmarshalYAML(n *yaml.Node) error {
-	v, err := ParseSize(n.Value)
-	if err != nil {
-		return err
-	}
-	*s = v
-	return nil
-}
+func (s *Size) UnmarshalYAML(n *yaml.Node) error { return unmarshalScalar(n, s, ParseSize) }
 
 // MarshalYAML writes the size with the largest exact binary unit.
 func (s Size) MarshalYAML() (any, error) { return s.String(), nil }

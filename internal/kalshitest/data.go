@@ -465,20 +465,7 @@ func (t *templates) build(spec seriesSpec) *seriesData {
 	e.Category = spec.category
 	e.SettlementSources = spec.sources
 	ev.rawFlat = mustMarshal(e)
-	// The market list is spliced in rather than marshalled by encoding/json,
-	// which would re-validate it for every body.
-	e.Markets = json.RawMessage("0")
-	before, after, _ := bytes.Cut(mustMarshal(e), []byte(`"markets":0`))
-	rawFlat := ev.rawFlat
-	ev.bodies = sync.OnceValue(func() eventBodies {
-		list := joinArray(raws)
-		nested := concat(before, []byte(`"markets":`), list, after)
-		return eventBodies{
-			rawNested:  nested,
-			bodyFlat:   concat([]byte(`{"event":`), rawFlat, []byte(`,"markets":`), list, []byte(`}`)),
-			bodyNested: concat([]byte(`{"event":`), nested, []byte(`,"markets":`), list, []byte(`}`)),
-		}
-	})
+	ev.bodies = eventBodiesOf(e, ev.rawFlat, raws)
 
 	s := t.series
 	s.Ticker = spec.ticker

@@ -223,10 +223,8 @@ func (s *Server) getHistoricalCutoff(w http.ResponseWriter, _ *http.Request) {
 // order; tickers, event_ticker and series_ticker filter (combined with AND),
 // mve_filter is validated (the fake has no multivariate markets).
 func (s *Server) getHistoricalMarkets(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	limit, offset, err := pageParams(q, 100, 1000)
-	if err != nil {
-		badRequest(w, err)
+	q, limit, offset, ok := pageQuery(w, r, 100, 1000)
+	if !ok {
 		return
 	}
 	if v := q.Get("mve_filter"); v != "" && v != "only" && v != "exclude" {
@@ -234,14 +232,10 @@ func (s *Server) getHistoricalMarkets(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	onlyMVE := q.Get("mve_filter") == "only"
-	seriesTicker, eventTicker := q.Get("series_ticker"), q.Get("event_ticker")
-	tickers := setOf(splitList(q["tickers"]))
+	f := marketFilterOf(q)
 	var selected [][]byte
 	for _, m := range s.data.Load().markets {
-		if onlyMVE || !s.historical(m) ||
-			(seriesTicker != "" && m.series != seriesTicker) ||
-			(eventTicker != "" && m.event != eventTicker) ||
-			(tickers != nil && !tickers[m.ticker]) {
+		if onlyMVE || !s.historical(m) || !f.matches(m) {
 			continue
 		}
 		selected = append(selected, m.raw)

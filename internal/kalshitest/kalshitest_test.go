@@ -81,6 +81,16 @@ func get(t *testing.T, url string) response {
 	return do(t, newRequest(t, http.MethodGet, url, "", nil))
 }
 
+// getOK GETs url and decodes its body as a T; anything but a 200 fails the test.
+func getOK[T any](t *testing.T, url string) T {
+	t.Helper()
+	resp := get(t, url)
+	if resp.status != http.StatusOK {
+		t.Fatalf("GET %s = %d, want 200; body %.300s", url, resp.status, resp.body)
+	}
+	return decode[T](t, resp.body)
+}
+
 func decode[T any](t *testing.T, b []byte) T {
 	t.Helper()
 	var v T
@@ -191,11 +201,7 @@ func TestMarketsPagination(t *testing.T) {
 				if cursor != "" {
 					q.Set("cursor", cursor)
 				}
-				resp := get(t, srv.URL+api+"/markets?"+q.Encode())
-				if resp.status != http.StatusOK {
-					t.Fatalf("page %d: status = %d, want 200; body %s", page, resp.status, resp.body)
-				}
-				p := decode[marketsPage](t, resp.body)
+				p := getOK[marketsPage](t, srv.URL+api+"/markets?"+q.Encode())
 				sizes = append(sizes, len(p.Markets))
 				got = append(got, tickersOf(t, p.Markets)...)
 				if p.Cursor == "" {
@@ -254,11 +260,7 @@ func TestMarketsFilters(t *testing.T) {
 	_, srv := start(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp := get(t, srv.URL+api+"/markets?"+tt.query)
-			if resp.status != http.StatusOK {
-				t.Fatalf("status = %d, want 200; body %s", resp.status, resp.body)
-			}
-			p := decode[marketsPage](t, resp.body)
+			p := getOK[marketsPage](t, srv.URL+api+"/markets?"+tt.query)
 			got := tickersOf(t, p.Markets)
 			if tt.want != nil && !slices.Equal(got, tt.want) {
 				t.Errorf("tickers = %v, want %v", got, tt.want)
@@ -561,11 +563,7 @@ func TestEventsAndSeries(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp := get(t, srv.URL+api+"/events"+tt.query)
-			if resp.status != http.StatusOK {
-				t.Fatalf("status = %d, want 200; body %s", resp.status, resp.body)
-			}
-			p := decode[eventsPage](t, resp.body)
+			p := getOK[eventsPage](t, srv.URL+api+"/events"+tt.query)
 			if len(p.Events) != tt.wantN {
 				t.Errorf("len(events) = %d, want %d", len(p.Events), tt.wantN)
 			}

@@ -2,6 +2,7 @@ package kalshitest
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -20,16 +21,25 @@ func (s *Server) Quote(ticker string) (Ticker, bool) {
 	if err := json.Unmarshal(md.raw, &m); err != nil {
 		panic("kalshitest: " + err.Error())
 	}
-	return Ticker{
-		Market:       m.Ticker,
-		YesBid:       m.YesBidDollars,
-		YesAsk:       m.YesAskDollars,
-		Price:        m.LastPriceDollars,
-		Volume:       m.VolumeFP,
-		OpenInterest: m.OpenInterestFP,
-		YesBidSize:   m.YesBidSizeFP,
-		YesAskSize:   m.YesAskSizeFP,
-	}, true
+	t := Ticker{Market: m.Ticker}
+	dst := t.quotes()
+	for i, v := range m.quotes() {
+		*dst[i] = *v
+	}
+	return t, true
+}
+
+// quotes returns the fields of t a ticker message shares with a market's
+// REST data, in the order of [market.quotes].
+func (t *Ticker) quotes() [7]*string {
+	return [...]*string{&t.YesBid, &t.YesAsk, &t.Price, &t.Volume, &t.OpenInterest, &t.YesBidSize, &t.YesAskSize}
+}
+
+// quotes returns the REST fields of m a ticker message carries, in the
+// order of [Ticker.quotes].
+func (m *market) quotes() [7]*string {
+	return [...]*string{&m.YesBidDollars, &m.YesAskDollars, &m.LastPriceDollars, &m.VolumeFP,
+		&m.OpenInterestFP, &m.YesBidSizeFP, &m.YesAskSizeFP}
 }
 
 // SetQuotes changes the REST data of the markets in ts the way a ticker
@@ -48,18 +58,10 @@ func (s *Server) SetQuotes(ts ...Ticker) error {
 			if t.Market != m.Ticker {
 				continue
 			}
-			set := func(dst *string, v string) {
-				if v != "" {
-					*dst = v
-				}
+			dst := m.quotes()
+			for i, v := range t.quotes() {
+				*dst[i] = cmp.Or(*v, *dst[i]) // an empty field leaves the market's alone
 			}
-			set(&m.YesBidDollars, t.YesBid)
-			set(&m.YesAskDollars, t.YesAsk)
-			set(&m.LastPriceDollars, t.Price)
-			set(&m.VolumeFP, t.Volume)
-			set(&m.OpenInterestFP, t.OpenInterest)
-			set(&m.YesBidSizeFP, t.YesBidSize)
-			set(&m.YesAskSizeFP, t.YesAskSize)
 			if t.YesAsk != "" {
 				m.NoBidDollars = formatUnits(1e4 - units(t.YesAsk))
 			}
@@ -156,6 +158,14 @@ func eventBodiesFor(rawFlat []byte, raws [][]byte) func() eventBodies {
 	if err := json.Unmarshal(rawFlat, &e); err != nil {
 		panic("kalshitest: " + err.Error())
 	}
+	return eventBodiesOf(e, rawFlat, raws)
+}
+
+// eventBodiesOf returns the lazily built bodies of event e (whose object
+// without markets is rawFlat) and its market objects raws. The market list
+// is spliced in rather than marshalled by encoding/json, which would
+// re-validate it for every body.
+func eventBodiesOf(e event, rawFlat []byte, raws [][]byte) func() eventBodies {
 	e.Markets = json.RawMessage("0")
 	before, after, _ := bytes.Cut(mustMarshal(e), []byte(`"markets":0`))
 	return sync.OnceValue(func() eventBodies {

@@ -1,6 +1,7 @@
 package kalshitest
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -53,31 +54,28 @@ func (s *Server) notFound(w http.ResponseWriter, _ *http.Request) {
 
 // GET /markets
 func (s *Server) getMarkets(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	limit, offset, err := pageParams(q, 100, 1000)
+	q, limit, offset, ok := pageQuery(w, r, 100, 1000)
+	if !ok {
+		return
+	}
+	status, err := statusParam(q, true)
 	if err != nil {
 		badRequest(w, err)
 		return
 	}
-	status := q.Get("status")
-	if status != "" && !validStatus(status, true) {
-		badRequest(w, fmt.Errorf("invalid status %q: want one of unopened, open, paused, closed, settled", status))
-		return
-	}
-	seriesTicker, eventTicker := q.Get("series_ticker"), q.Get("event_ticker")
-	tickers := setOf(splitList(q["tickers"]))
+	f := marketFilterOf(q)
 
 	u := s.data.Load()
 	candidates := u.markets
 	switch {
-	case eventTicker != "":
+	case f.event != "":
 		candidates = nil
-		if e := u.eventBy[eventTicker]; e != nil {
+		if e := u.eventBy[f.event]; e != nil {
 			candidates = e.markets
 		}
-	case seriesTicker != "":
+	case f.series != "":
 		candidates = nil
-		if sd := u.seriesBy[seriesTicker]; sd != nil {
+		if sd := u.seriesBy[f.series]; sd != nil {
 			for _, e := range sd.events {
 				candidates = append(candidates, e.markets...)
 			}
@@ -85,11 +83,7 @@ func (s *Server) getMarkets(w http.ResponseWriter, r *http.Request) {
 	}
 	var selected [][]byte
 	for _, m := range candidates {
-		if s.historical(m) ||
-			(seriesTicker != "" && m.series != seriesTicker) ||
-			(eventTicker != "" && m.event != eventTicker) ||
-			(status != "" && !statusMatches(status, m.status)) ||
-			(tickers != nil && !tickers[m.ticker]) {
+		if s.historical(m) || !f.matches(m) || (status != "" && !statusMatches(status, m.status)) {
 			continue
 		}
 		selected = append(selected, m.raw)
@@ -130,19 +124,13 @@ func (s *Server) getOrderbook(w http.ResponseWriter, r *http.Request) {
 
 // GET /events
 func (s *Server) getEvents(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	limit, offset, err := pageParams(q, 200, 200)
-	if err != nil {
-		badRequest(w, err)
+	q, limit, offset, ok := pageQuery(w, r, 200, 200)
+	if !ok {
 		return
 	}
-	status := q.Get("status")
-	if status != "" && !validStatus(status, false) {
-		badRequest(w, fmt.Errorf("invalid status %q: want one of unopened, open, closed, settled", status))
-		return
-	}
-	nested, err := boolParam(q, "with_nested_markets")
-	if err != nil {
+	status, errStatus := statusParam(q, false)
+	nested, errNested := boolParam(q, "with_nested_markets")
+	if err := cmp.Or(errStatus, errNested); err != nil {
 		badRequest(w, err)
 		return
 	}
@@ -272,6 +260,38 @@ func requireAuthHeaders(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// statusParam returns the status filter of q ("" when absent), or an error
+// unless it is one of unopened, open, closed, settled, or paused when
+// withPaused (GET /markets takes it, GET /events does not).
+func statusParam(q url.Values, withPaused bool) (string, error) {
+	v := q.Get("status")
+	if v == "" || validStatus(v, withPaused) {
+		return v, nil
+	}
+	want := "unopened, open, closed, settled"
+	if withPaused {
+		want = "unopened, open, paused, closed, settled"
+	}
+	return "", fmt.Errorf("invalid status %q: want one of %s", v, want)
+}
+
+// marketFilter is the series_ticker, event_ticker and tickers filters of a
+// market list, combined with AND; an absent one matches every market.
+type marketFilter struct {
+	series, event string
+	tickers       map[string]bool // nil: no tickers filter
+}
+
+func marketFilterOf(q url.Values) marketFilter {
+	return marketFilter{series: q.Get("series_ticker"), event: q.Get("event_ticker"), tickers: setOf(splitList(q["tickers"]))}
+}
+
+func (f marketFilter) matches(m *marketData) bool {
+	return (f.series == "" || m.series == f.series) &&
+		(f.event == "" || m.event == f.event) &&
+		(f.tickers == nil || f.tickers[m.ticker])
+}
+
 // validStatus reports whether v belongs to the status filter vocabulary of
 // GET /markets (withPaused) or GET /events.
 func validStatus(v string, withPaused bool) bool {
@@ -296,6 +316,18 @@ func limitParam(q url.Values, def, maxLimit int) (int, error) {
 		return 0, fmt.Errorf("invalid limit %q: want an integer in [1, %d]", v, maxLimit)
 	}
 	return n, nil
+}
+
+// pageQuery returns r's query and its page parameters (see pageParams);
+// when they are bad it answers 400 and returns ok false.
+func pageQuery(w http.ResponseWriter, r *http.Request, def, maxLimit int) (q url.Values, limit, offset int, ok bool) {
+	q = r.URL.Query()
+	limit, offset, err := pageParams(q, def, maxLimit)
+	if err != nil {
+		badRequest(w, err)
+		return q, 0, 0, false
+	}
+	return q, limit, offset, true
 }
 
 // pageParams parses limit (see limitParam) and cursor (see decodeCursor).

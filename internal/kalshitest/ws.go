@@ -4,6 +4,7 @@ package kalshitest
 // section of the package documentation and docs/websocket.md.
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -425,23 +426,11 @@ func (s *Server) handleCommand(cn *wsConn, data []byte) {
 	}
 	switch cmd.Cmd {
 	case "subscribe":
-		var p wsSubscribeParams
-		if !decodeParams(cn, cmd, &p) {
-			return
-		}
-		s.subscribe(cn, cmd.ID, p)
+		withParams(cn, cmd, s.subscribe)
 	case "update_subscription":
-		var p wsUpdateParams
-		if !decodeParams(cn, cmd, &p) {
-			return
-		}
-		s.updateSubscription(cn, cmd.ID, p)
+		withParams(cn, cmd, s.updateSubscription)
 	case "unsubscribe":
-		var p wsUnsubscribeParams
-		if !decodeParams(cn, cmd, &p) {
-			return
-		}
-		s.unsubscribe(cn, cmd.ID, p)
+		withParams(cn, cmd, s.unsubscribe)
 	case "list_subscriptions":
 		s.listSubscriptions(cn, cmd.ID)
 	case "":
@@ -451,18 +440,20 @@ func (s *Server) handleCommand(cn *wsConn, data []byte) {
 	}
 }
 
-// decodeParams decodes cmd.Params into p, answering code 2 when they are
-// missing and 1 when they do not decode.
-func decodeParams(cn *wsConn, cmd wsCommandEnvelope, p any) bool {
+// withParams decodes cmd.Params into a P and runs the command handle with
+// them; it answers code 2 instead when they are missing and 1 when they do
+// not decode.
+func withParams[P any](cn *wsConn, cmd wsCommandEnvelope, handle func(*wsConn, int64, P)) {
 	if len(cmd.Params) == 0 || string(cmd.Params) == "null" {
 		cn.sendError(cmd.ID, 0, WSCodeParamsRequired)
-		return false
+		return
 	}
-	if err := json.Unmarshal(cmd.Params, p); err != nil {
+	var p P
+	if err := json.Unmarshal(cmd.Params, &p); err != nil {
 		cn.sendError(cmd.ID, 0, WSCodeUnprocessable)
-		return false
+		return
 	}
-	return true
+	handle(cn, cmd.ID, p)
 }
 
 func tickerList(one string, many []string) []string {
@@ -713,19 +704,11 @@ func (s *Server) fillTicker(t Ticker) Ticker {
 		cur = Ticker{YesBid: "0.0000", YesAsk: "0.0000", Price: "0.0000", Volume: "0.00",
 			OpenInterest: "0.00", YesBidSize: "0.00", YesAskSize: "0.00"}
 	}
-	fill := func(v *string, def string) {
-		if *v == "" {
-			*v = def
-		}
+	def := cur.quotes()
+	for i, v := range t.quotes() {
+		*v = cmp.Or(*v, *def[i])
 	}
-	fill(&t.YesBid, cur.YesBid)
-	fill(&t.YesAsk, cur.YesAsk)
-	fill(&t.Price, cur.Price)
-	fill(&t.Volume, cur.Volume)
-	fill(&t.OpenInterest, cur.OpenInterest)
-	fill(&t.YesBidSize, cur.YesBidSize)
-	fill(&t.YesAskSize, cur.YesAskSize)
-	fill(&t.LastTradeSize, "0.00")
+	t.LastTradeSize = cmp.Or(t.LastTradeSize, "0.00")
 	if t.Time.IsZero() {
 		t.Time = time.Now()
 	}

@@ -2,12 +2,9 @@ package upstream
 
 import (
 	"context"
-	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -27,6 +24,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/kproxy/kproxy/breaker"
+	"github.com/kproxy/kproxy/internal/kalshitest"
 	"github.com/kproxy/kproxy/internal/metrics"
 )
 
@@ -305,28 +303,26 @@ func TestRetryAfterInThePastRetriesAfterBackoff(t *testing.T) {
 }
 
 func TestWritesAreNeverRetried(t *testing.T) {
-	t.Run("503", func(t *testing.T) {
-		o := newOrigin(t, status(503))
-		c := newClient(t, o.url(), nil)
-		resp, n, err := post(c, context.Background(), o.url(), `{"ticker":"X"}`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.StatusCode != 503 || n != 1 || o.hits.Load() != 1 {
-			t.Errorf("status %d after %d attempts (%d arrivals), want 503 after 1", resp.StatusCode, n, o.hits.Load())
-		}
-	})
-	t.Run("429 with Retry-After", func(t *testing.T) {
-		o := newOrigin(t, status(429, "Retry-After", "0"))
-		c := newClient(t, o.url(), nil)
-		resp, n, err := post(c, context.Background(), o.url(), `{"ticker":"X"}`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if resp.StatusCode != 429 || n != 1 || o.hits.Load() != 1 {
-			t.Errorf("status %d after %d attempts (%d arrivals), want 429 after 1", resp.StatusCode, n, o.hits.Load())
-		}
-	})
+	for _, tt := range []struct {
+		name   string
+		origin http.HandlerFunc
+		want   int
+	}{
+		{"503", status(503), 503},
+		{"429 with Retry-After", status(429, "Retry-After", "0"), 429},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := newOrigin(t, tt.origin)
+			c := newClient(t, o.url(), nil)
+			resp, n, err := post(c, context.Background(), o.url(), `{"ticker":"X"}`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.want || n != 1 || o.hits.Load() != 1 {
+				t.Errorf("status %d after %d attempts (%d arrivals), want %d after 1", resp.StatusCode, n, o.hits.Load(), tt.want)
+			}
+		})
+	}
 	t.Run("connection refused", func(t *testing.T) {
 		u := closedAddr(t)
 		c := newClient(t, u, nil)
@@ -546,11 +542,7 @@ func TestCallerHangingUpDoesNotTripTheBreaker(t *testing.T) {
 
 func writeKey(t *testing.T, der []byte, typ string) string {
 	t.Helper()
-	f := filepath.Join(t.TempDir(), "key.pem")
-	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return f
+	return writeFile(t, string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})))
 }
 
 func writeFile(t *testing.T, content string) string {
@@ -577,9 +569,7 @@ func TestOwnKeySigning(t *testing.T) {
 		defer mu.Unlock()
 		seen = append(seen, r.Header.Clone())
 		if r.Header.Get("KALSHI-ACCESS-KEY") == "kproxy-key" {
-			sig, _ := base64.StdEncoding.DecodeString(r.Header.Get("KALSHI-ACCESS-SIGNATURE"))
-			sum := sha256.Sum256([]byte(r.Header.Get("KALSHI-ACCESS-TIMESTAMP") + r.Method + r.URL.EscapedPath()))
-			if err := rsa.VerifyPSS(&key.PublicKey, crypto.SHA256, sum[:], sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash}); err != nil {
+			if err := kalshitest.VerifyRequest(&key.PublicKey, r); err != nil {
 				bad = append(bad, r.URL.String()+": "+err.Error())
 			}
 		}

@@ -13,52 +13,10 @@ request names the script to kproxy in a ``Kproxy-Client`` header (see
 :class:`Client`). Standard library only; Python 3.9+.
 """
 
-from ._batch import (
-    DEFAULT_URL,
-    MAX_ITEMS,
-    PERIOD_INTERVALS,
-    BatchItemError,
-    BatchResult,
-    Client,
-    KproxyError,
-    ProgressEvent,
-    base_url,
-    batch_get_candlesticks,
-    batch_get_candlesticks_sync,
-    batch_get_events,
-    batch_get_events_sync,
-    batch_get_markets,
-    batch_get_markets_sync,
-    batch_get_series,
-    batch_get_series_sync,
-    batch_get_trades,
-    batch_get_trades_sync,
-)
+from . import _batch
+from ._batch import *  # noqa: F401,F403 (the public names are _batch.__all__)
 from ._name import CLIENT_ENV, CLIENT_HEADER, default_client_name
 
 __version__ = "0.2.0"
 
-__all__ = [
-    "CLIENT_ENV",
-    "CLIENT_HEADER",
-    "DEFAULT_URL",
-    "MAX_ITEMS",
-    "PERIOD_INTERVALS",
-    "BatchItemError",
-    "BatchResult",
-    "Client",
-    "KproxyError",
-    "ProgressEvent",
-    "base_url",
-    "batch_get_candlesticks",
-    "batch_get_candlesticks_sync",
-    "batch_get_events",
-    "batch_get_events_sync",
-    "batch_get_markets",
-    "batch_get_markets_sync",
-    "batch_get_series",
-    "batch_get_series_sync",
-    "batch_get_trades",
-    "batch_get_trades_sync",
-    "default_client_name",
-]
+__all__ = sorted(_batch.__all__ + ["CLIENT_ENV", "CLIENT_HEADER", "default_client_name"])

@@ -739,75 +739,34 @@ async def batch_get_candlesticks(
     return await _run_async(client, plan, return_exceptions, timeout, progress)
 
 
-def batch_get_markets_sync(
-    client: Any,
-    series_tickers: List[str],
-    status: Optional[str] = None,
-    limit: int = 200,
-    *,
-    all_pages: bool = True,
-    progress: Optional[Progress] = None,
-    return_exceptions: bool = False,
-    timeout: float = 120.0,
-) -> Dict[str, List[Dict[str, Any]]]:
-    """:func:`batch_get_markets` without asyncio (blocks the calling thread)."""
-    plan = _markets_plan(series_tickers, status, limit, all_pages)
-    return _run(client, plan, return_exceptions, timeout, progress)
+def _blocking(fn: Callable[..., Any], plan_of: Callable[..., _Plan]) -> Callable[..., BatchResult]:
+    """The ``_sync`` twin of the async batch function ``fn``, run in the calling thread.
+
+    The twin takes ``fn``'s parameters (its signature, bound and defaulted
+    the same way, so a call that suits one suits the other) and builds the
+    same plan: ``plan_of`` is called with ``fn``'s arguments of its
+    parameters' names.
+    """
+    sig = inspect.signature(fn)
+    plan_args = list(inspect.signature(plan_of).parameters)
+
+    def twin(*args: Any, **kwargs: Any) -> BatchResult:
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        plan = plan_of(*(a[name] for name in plan_args))
+        return _run(a["client"], plan, a["return_exceptions"], a["timeout"], a["progress"])
+
+    twin.__name__ = twin.__qualname__ = fn.__name__ + "_sync"
+    twin.__module__ = fn.__module__
+    twin.__doc__ = f":func:`{fn.__name__}` without asyncio (blocks the calling thread)."
+    twin.__annotations__ = dict(fn.__annotations__)
+    twin.__signature__ = sig  # type: ignore[attr-defined]
+    return twin
 
 
-def batch_get_events_sync(
-    client: Any,
-    event_tickers: List[str],
-    with_nested_markets: bool = True,
-    *,
-    progress: Optional[Progress] = None,
-    return_exceptions: bool = False,
-    timeout: float = 120.0,
-) -> Dict[str, Dict[str, Any]]:
-    """:func:`batch_get_events` without asyncio (blocks the calling thread)."""
-    return _run(client, _events_plan(event_tickers, with_nested_markets), return_exceptions, timeout, progress)
-
-
-def batch_get_series_sync(
-    client: Any,
-    series_tickers: List[str],
-    *,
-    progress: Optional[Progress] = None,
-    return_exceptions: bool = False,
-    timeout: float = 120.0,
-) -> Dict[str, Dict[str, Any]]:
-    """:func:`batch_get_series` without asyncio (blocks the calling thread)."""
-    return _run(client, _series_plan(series_tickers), return_exceptions, timeout, progress)
-
-
-def batch_get_trades_sync(
-    client: Any,
-    tickers: List[str],
-    min_ts: Optional[int] = None,
-    max_ts: Optional[int] = None,
-    limit: int = 1000,
-    *,
-    all_pages: bool = True,
-    progress: Optional[Progress] = None,
-    return_exceptions: bool = False,
-    timeout: float = 120.0,
-) -> Dict[str, List[Dict[str, Any]]]:
-    """:func:`batch_get_trades` without asyncio (blocks the calling thread)."""
-    plan = _trades_plan(tickers, min_ts, max_ts, limit, all_pages)
-    return _run(client, plan, return_exceptions, timeout, progress)
-
-
-def batch_get_candlesticks_sync(
-    client: Any,
-    markets: Markets,
-    start_ts: int,
-    end_ts: int,
-    period_interval: int = 1440,
-    *,
-    progress: Optional[Progress] = None,
-    return_exceptions: bool = False,
-    timeout: float = 120.0,
-) -> Dict[str, List[Dict[str, Any]]]:
-    """:func:`batch_get_candlesticks` without asyncio (blocks the calling thread)."""
-    plan = _candles_plan(markets, start_ts, end_ts, period_interval)
-    return _run(client, plan, return_exceptions, timeout, progress)
+batch_get_markets_sync = _blocking(batch_get_markets, _markets_plan)
+batch_get_events_sync = _blocking(batch_get_events, _events_plan)
+batch_get_series_sync = _blocking(batch_get_series, _series_plan)
+batch_get_trades_sync = _blocking(batch_get_trades, _trades_plan)
+batch_get_candlesticks_sync = _blocking(batch_get_candlesticks, _candles_plan)

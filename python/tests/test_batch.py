@@ -275,7 +275,7 @@ class TheirExamplesTest(unittest.TestCase):
         return p.stdout
 
     def assert_only_imports_changed(self, name):
-        with open(os.path.join(HERE, "testdata", name.replace(".py", ".orig.py"))) as f:
+        with open(os.path.join(HERE, "testdata", name + ".orig")) as f:
             orig = f.read().splitlines()
         with open(os.path.join(self.EXAMPLES, name)) as f:
             text = f.read()

@@ -8,6 +8,7 @@ No kproxy, no Kalshi: these run anywhere with Python 3.9+:
 """
 
 import asyncio
+import inspect
 import logging
 import os
 import subprocess
@@ -152,6 +153,33 @@ class HeaderOnTheWireTest(unittest.TestCase):
             p = subprocess.run([sys.executable, script, self.stub.url], env=env, capture_output=True, text=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(self.headers(), ["nightly_backfill"])
+
+
+class SyncTwinsTest(unittest.TestCase):
+    """Every async batch function has a _sync twin that takes the same arguments and sends the same request."""
+
+    def test_same_signature(self):
+        for name in kproxy.__all__:
+            if name.startswith("batch_get_") and not name.endswith("_sync"):
+                with self.subTest(name):
+                    fn, twin = getattr(kproxy, name), getattr(kproxy, name + "_sync")
+                    self.assertTrue(inspect.iscoroutinefunction(fn))
+                    self.assertFalse(inspect.iscoroutinefunction(twin))
+                    self.assertEqual(inspect.signature(twin), inspect.signature(fn))
+                    self.assertEqual(twin.__name__, name + "_sync")
+
+    def test_same_request(self):
+        with StubKproxy() as stub:
+            stub.markets = {"KXA": [{"ticker": "KXA-1"}]}
+            got = batch_get_markets_sync(stub.url, ["KXA"], "open", 50, all_pages=False)
+            want = asyncio.run(batch_get_markets(stub.url, ["KXA"], "open", 50, all_pages=False))
+            sent = [r.body for r in stub.recorded()]
+        self.assertEqual(got, want)
+        self.assertEqual(len(sent), 2)
+        self.assertEqual(sent[0], sent[1], "the twin sends what the async function sends")
+        self.assertEqual((sent[0]["status"], sent[0]["limit"], sent[0]["all_pages"]), ("open", 50, False))
+        with self.assertRaises(TypeError):
+            batch_get_markets_sync(stub.url, ["KXA"], "open", 50, False)  # all_pages is keyword-only
 
 
 class FailureSummaryTest(unittest.TestCase):
