@@ -404,3 +404,43 @@ func TestTruthStaleWithRefresh(t *testing.T) {
 		t.Errorf("expired = %d, want 1 (the STALE)", r.Requests.Expired)
 	}
 }
+
+// A /batch/markets series read with all_pages, twice: every page is a
+// request charged to /batch/markets, and the first time each costs the
+// one upstream call the fake Kalshi counts; the second time none does.
+func TestTruthBatchPagesChargedToTheirEndpoint(t *testing.T) {
+	k := start(t, nil)
+	k.fake.AddSeries("KXPAGED", 25)
+	body, err := json.Marshal(wire.MarketsRequest{SeriesTickers: []string{"KXPAGED"}, Limit: 10, AllPages: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := k.client("pager", &seen{})
+	var pages int64
+	for round := range 2 {
+		_, b := c.do(http.MethodPost, "/batch/markets", body)
+		var mr wire.MarketsResponse
+		if err := json.Unmarshal(b, &mr); err != nil || len(mr.MarketsBySeries["KXPAGED"]) != 25 {
+			t.Fatalf("POST /batch/markets: %v, %d markets, want 25", err, len(mr.MarketsBySeries["KXPAGED"]))
+		}
+		if round == 0 {
+			pages = int64(k.fake.Count("/trade-api/v2/markets"))
+		}
+	}
+	settle(c)
+	r, _ := k.report()
+	if up := k.upstreamCalls(); up != pages || pages < 3 {
+		t.Fatalf("the fake got %d calls, %d of them the first round's pages; want only the pages, at least 3", up, pages)
+	}
+	want := status.Counts{Total: 2 * pages, Hit: pages, Miss: pages, Upstream: pages}
+	if r.Requests != want {
+		t.Errorf("requests = %+v, want %+v (each page a request; the fake got %d)", r.Requests, want, pages)
+	}
+	row := routeRow(t, r, "/batch/markets")
+	if row.Requests != 2*pages || row.Upstream != pages || row.Avoided != pages || !eq(row.AvoidedShare, 0.5) {
+		t.Errorf("/batch/markets row = %+v, want %d requests, %d upstream, %d avoided (50%%)", row, 2*pages, pages, pages)
+	}
+	if len(r.Clients) != 1 || r.Clients[0] != (status.Client{Name: "pager", Requests: 2 * pages, Upstream: pages}) {
+		t.Errorf("clients = %+v, want pager with %d requests and %d upstream calls", r.Clients, 2*pages, pages)
+	}
+}
