@@ -126,7 +126,7 @@ func awaitHalfOpen(t *testing.T, b *Breaker) {
 		if time.Now().After(deadline) {
 			t.Fatalf("breaker never became half-open; State() = %v", b.State())
 		}
-		time.Sleep(2 * time.Millisecond)
+		time.Sleep(2 * time.Millisecond) // gobreaker's open timeout runs on the wall clock
 	}
 }
 

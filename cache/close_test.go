@@ -3,6 +3,7 @@ package cache
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -14,29 +15,43 @@ func TestWritesAfterCloseAreDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
+	// Every writer signals once it has written before Close (running)
+	// and once it has written after Close returned (after): writes race
+	// Close on both sides, by barrier rather than by timing.
+	var (
+		wg             sync.WaitGroup
+		closed         atomic.Bool
+		running, after sync.WaitGroup
+	)
 	stop := make(chan struct{})
 	for g := 0; g < 8; g++ {
 		wg.Add(1)
+		running.Add(1)
+		after.Add(1)
 		go func() {
 			defer wg.Done()
+			var ran, saw sync.Once
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
 					return
 				default:
 				}
+				wasClosed := closed.Load()
 				m.Set(entry(fmt.Sprintf("/k%d-%d", g, i), 10), time.Minute)
 				m.Purge("/none")
+				ran.Do(running.Done)
+				if wasClosed {
+					saw.Do(after.Done)
+				}
 			}
 		}()
 	}
-	time.Sleep(5 * time.Millisecond)
+	running.Wait()
 	m.Close()
-	time.Sleep(5 * time.Millisecond)
-	close(stop)
+	closed.Store(true)
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { after.Wait(); close(stop); wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 // testVersion is passed as the Dockerfile's VERSION build argument.
@@ -234,27 +236,8 @@ func TestShippedConfigChecks(t *testing.T) {
 type proc struct {
 	cmd    *exec.Cmd
 	base   string
-	stderr *lockedBuffer
+	stderr *kproxytest.Buffer
 	done   chan error
-}
-
-// lockedBuffer is a bytes.Buffer that a child process writes while the
-// test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startProxy runs kproxy as the image does (config from KPROXY_CONFIG, the
@@ -270,7 +253,7 @@ func startProxy(t *testing.T) *proc {
 		"KPROXY_UPSTREAM=http://127.0.0.1:" + strconv.Itoa(dead),
 		"KPROXY_LOG_FORMAT=text",
 	}
-	p := &proc{base: "http://127.0.0.1:" + strconv.Itoa(port), stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	p := &proc{base: "http://127.0.0.1:" + strconv.Itoa(port), stderr: &kproxytest.Buffer{}, done: make(chan error, 1)}
 	p.cmd = command(context.Background(), t, env)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {

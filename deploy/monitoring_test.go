@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,9 +23,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 const (
@@ -437,30 +436,14 @@ func TestMetricNames(t *testing.T) {
 // budgets are 1000 and 10 requests/s.
 func scrapeKproxy(t *testing.T) (map[string]bool, []string) {
 	t.Helper()
-	fake := kalshitest.New()
-	up := httptest.NewServer(fake)
-	t.Cleanup(up.Close)
-	cfg := config.Default()
-	cfg.Upstream.URL = up.URL
-	read, write := 1000.0, 10.0
-	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &read, &write
-	cfg.Batch.AutoWindow = 0
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	a, err := app.New(cfg, app.Options{RetryBase: time.Millisecond, RetryCap: 2 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("app.New: %v", err)
-	}
-	srv := httptest.NewServer(a.Server)
-	t.Cleanup(func() {
-		srv.Close()
-		a.Fetcher.Wait()
-		a.Close()
-	})
+	p := kproxytest.New(t, kproxytest.WithConfig(func(cfg *config.Config) {
+		read, write := 1000.0, 10.0
+		cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &read, &write
+	}))
+	fake := p.Fake
 	do := func(method, path, body string) {
 		t.Helper()
-		req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		req, err := http.NewRequest(method, p.URL+path, strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -478,35 +461,20 @@ func scrapeKproxy(t *testing.T) (map[string]bool, []string) {
 	fake.SetFault(kalshitest.Fault{Status: http.StatusServiceUnavailable, Times: 1})
 	do("GET", "/trade-api/v2/markets/KXFEDDECISION-26JUN30-H0", "") // a retried 503
 
-	// Collapsed requests: concurrent requests for one key while Kalshi is
-	// slow join the first one's fetch. Which of them lead is up to the
-	// scheduler, so a few rounds on fresh keys, until one collapses.
-	fake.SetLatency(20 * time.Millisecond)
-	collapsed := func() bool {
-		mfs, err := a.Metrics.Registry.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() == "kproxy_coalesced_total" {
-				return true
-			}
-		}
-		return false
+	// Collapsed requests: the fake holds the first fetch until all eight
+	// requests have reached kproxy, so seven join it.
+	release := fake.Stall()
+	market := "/trade-api/v2/markets/" + fake.MarketTickers("KXEARNINGSMENTIONMETA")[0]
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() { kproxytest.Send(http.MethodGet, p.URL+market, nil) })
 	}
-	for _, m := range fake.MarketTickers("KXEARNINGSMENTIONMETA") {
-		if collapsed() {
-			break
-		}
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Go(func() { do("GET", "/trade-api/v2/markets/"+m, "") })
-		}
-		wg.Wait()
-	}
-	fake.SetLatency(0)
+	kproxytest.Eventually(t, 5*time.Second, "the first fetch reaches the fake", func() bool { return fake.Count(market) == 1 })
+	p.AwaitInFlight(8)
+	release()
+	wg.Wait()
 
-	resp, err := http.Get(srv.URL + "/metrics")
+	resp, err := http.Get(p.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -163,7 +163,7 @@ func (s *Server) handleList(c echo.Context) error {
 	prefix := q.Get("prefix")
 	entries, matched := s.store.List(prefix, limit)
 	st := s.store.Stats()
-	now := time.Now()
+	now := s.at(time.Now())
 	out := Listing{Prefix: prefix, Limit: limit, Matched: matched, Entries: make([]ListedEntry, len(entries)), Cache: Stats{Items: st.Items, Bytes: st.Bytes}}
 	for i, e := range entries {
 		out.Entries[i] = listed(e, now)

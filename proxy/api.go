@@ -83,13 +83,14 @@ func (s *Server) handleAPI(c echo.Context) error {
 	// Request cache directives (docs/cache-control.md): parsed without
 	// allocating; others are ignored.
 	dir := fetch.ParseDirectives(r.Header)
+	now := s.at(start)
 	res := s.fetch.Get(r.Context(), &fetch.Request{
 		Route:        rt,
 		Key:          route.Key(r.URL.Path, r.URL.RawQuery),
 		EscapedPath:  escaped,
 		RawQuery:     r.URL.RawQuery,
 		Header:       r.Header,
-		Now:          start,
+		Now:          now,
 		NoCache:      dir.NoCache,
 		OnlyIfCached: dir.OnlyIfCached,
 		RemoteAddr:   r.RemoteAddr,
@@ -111,7 +112,7 @@ func (s *Server) handleAPI(c echo.Context) error {
 	if res.Outcome == fetch.Hit {
 		info.hot = s.hotFor(rt)
 	}
-	info.status = s.writeEntry(c.Response(), r, res, start)
+	info.status = s.writeEntry(c.Response(), r, res, now)
 	return nil
 }
 

@@ -59,6 +59,9 @@ type Config struct {
 	// BodyTimeout bounds reading a passed-through request's body (a write
 	// trickled by a slow client); 0 means BodyTimeout (10s).
 	BodyTimeout time.Duration
+	// Now is the clock of freshness (Age, Cache-Status ttl, the admin
+	// listing's state), the one the Fetcher uses; nil means time.Now.
+	Now func() time.Time
 }
 
 // Server is kproxy's HTTP handler. It is safe for concurrent use.
@@ -82,6 +85,7 @@ type Server struct {
 	draining atomic.Bool
 	// bodyTimeout bounds reading a passed-through body (limits.go).
 	bodyTimeout time.Duration
+	now         func() time.Time // freshness clock; nil: the wall clock (see at)
 	// allow lists the methods of each of kproxy's own paths (for 405s);
 	// written only while routes are added, before serving.
 	allow map[string][]string
@@ -112,6 +116,7 @@ func New(cfg Config) (*Server, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.bodyTimeout = cfg.BodyTimeout
+	s.now = cfg.Now
 	if s.bodyTimeout <= 0 {
 		s.bodyTimeout = BodyTimeout
 	}
@@ -216,6 +221,16 @@ func (s *Server) HTTPServer(addr string) *http.Server {
 		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+}
+
+// at is the freshness clock's time for a request that arrived at wall
+// time wall: wall itself unless Config.Now is set (tests move time),
+// which keeps a hit free of a second clock read.
+func (s *Server) at(wall time.Time) time.Time {
+	if s.now == nil {
+		return wall
+	}
+	return s.now()
 }
 
 // recoverJSON turns a panic in a handler into a 500 JSON error; when the

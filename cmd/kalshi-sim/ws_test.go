@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 func TestParseWSFlags(t *testing.T) {
@@ -60,7 +61,7 @@ func TestWSTick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs kproxytest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)

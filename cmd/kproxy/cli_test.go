@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 func TestHelpEverywhereExitsZero(t *testing.T) {
@@ -158,24 +157,6 @@ cache:
 	}
 }
 
-// lockedBuffer collects what run writes while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestSIGTERMDrainsForDrainDelayThenExitsZero sends the process a real
 // SIGTERM while run serves: readiness turns 503 at once while requests are
 // still answered, then run returns 0.
@@ -183,7 +164,7 @@ func TestSIGTERMDrainsForDrainDelayThenExitsZero(t *testing.T) {
 	t.Chdir(t.TempDir())
 	t.Setenv("KPROXY_DRAIN_DELAY", "2s")
 	t.Setenv("KPROXY_LOG_FORMAT", "text")
-	var stderr lockedBuffer
+	var stderr kproxytest.Buffer
 	exit := make(chan int, 1)
 	go func() {
 		exit <- run([]string{"-listen", "127.0.0.1:0", "-upstream", "http://127.0.0.1:1"}, io.Discard, &stderr)

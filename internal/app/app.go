@@ -10,11 +10,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"sync"
 	"time"
 
 	"github.com/kproxy/kproxy/batch"
 	"github.com/kproxy/kproxy/breaker"
 	"github.com/kproxy/kproxy/cache"
+	"github.com/kproxy/kproxy/internal/clock"
 	"github.com/kproxy/kproxy/internal/cluster"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/fetch"
@@ -44,9 +47,14 @@ type Options struct {
 	BodyTimeout time.Duration
 	// Version is shown by the status page; empty means "dev".
 	Version string
+	// Clock decides freshness (fetch path, Age and Cache-Status, shared
+	// entries, live pushes) and dates the status page's samples; nil means
+	// real time. Deadlines, backoff and rate limits stay on the wall clock.
+	Clock clock.Clock
 }
 
-// App is a configured kproxy.
+// App is a configured kproxy. Build it with New, serve with Serve, and
+// release it with Close.
 type App struct {
 	Config   *config.Config
 	Store    *cache.Memory
@@ -67,47 +75,143 @@ type App struct {
 	// WS is the WebSocket pass-through on /trade-api/ws/v2.
 	WS *wsproxy.Proxy
 
-	accessBuf *logging.Buffered
+	opts   Options
+	access slog.Handler // nil without log.access
+	origin *url.URL
+	routes *route.Table
+	signer *upstream.Signer // nil without an API key
+	// read and write are the upstream budgets (requests per second).
+	read, write float64
+	// fetchTimeout bounds one shared fetch: a wait for a token, then
+	// every attempt with its backoff.
+	fetchTimeout time.Duration
+	// ledger is the status page's, fed by the proxy, the batch endpoints
+	// and every upstream attempt; nil (nothing counted) with the page off.
+	ledger *status.Ledger
+	// shared is the view of the cache the proxy answers from: the cluster's
+	// two-level store with Redis, else the memory store. The fetch path
+	// writes through the live feed's wrapper of the memory store when the
+	// feed is on (newLive).
+	shared cache.Store
+
+	// closers release what New built, run by Close in reverse build order.
+	closers   []func()
+	closeOnce sync.Once
+	// abandoned is set when shared fetches outlived the shutdown timeout:
+	// the stores they write to are then left open.
+	abandoned bool
 }
 
-// New builds an App from a validated configuration.
+// New builds an App from a validated configuration, in build order: logs,
+// metrics, memory store, breaker, cluster, upstream client, live feed,
+// fetch path, WebSocket pass-through, HTTP server with the batch
+// endpoints, status page. Background work (live feed, status collector)
+// starts last, once everything it refers to exists. On error, what was
+// built is closed again.
 func New(cfg *config.Config, opts Options) (*App, error) {
-	out := opts.LogOutput
+	a := &App{Config: cfg, opts: opts}
+	steps := []func() error{
+		a.newLogging, a.newParsed, a.newMetrics, a.newStore, a.newBreaker,
+		a.newCluster, a.newUpstream, a.newLive, a.newFetcher, a.newWS,
+		a.newServer, a.newStatus,
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			a.Close()
+			return nil, err
+		}
+	}
+	if a.Live != nil {
+		a.Live.Start()
+	}
+	if a.Status != nil {
+		a.Status.Start(context.Background())
+	}
+	return a, nil
+}
+
+// onClose registers fn to run at Close, before everything built earlier.
+func (a *App) onClose(fn func()) { a.closers = append(a.closers, fn) }
+
+func (a *App) newLogging() error {
+	cfg := a.Config
+	out := a.opts.LogOutput
 	if out == nil {
 		out = io.Discard
 	}
-	a := &App{Config: cfg}
 	a.Logger = logging.New(out, cfg.Log.Level, cfg.Log.Format)
-	var access slog.Handler
-	if cfg.Log.Access {
-		a.accessBuf = logging.NewBuffered(out, 200*time.Millisecond)
-		access = logging.New(a.accessBuf, "info", cfg.Log.Format).Handler()
-		if cfg.Log.Format == "json" {
-			access = logging.NewAccessHandler(a.accessBuf)
+	if !cfg.Log.Access {
+		return nil
+	}
+	buf := logging.NewBuffered(out, 200*time.Millisecond)
+	a.onClose(func() { buf.Close() })
+	a.access = logging.New(buf, "info", cfg.Log.Format).Handler()
+	if cfg.Log.Format == "json" {
+		a.access = logging.NewAccessHandler(buf)
+	}
+	return nil
+}
+
+// newParsed reads what the later steps share from the configuration.
+func (a *App) newParsed() error {
+	cfg := a.Config
+	var err error
+	if a.origin, err = cfg.UpstreamURL(); err != nil {
+		return fmt.Errorf("config: upstream.url: %w", err)
+	}
+	if a.routes, err = route.NewTable(cfg.Cache.Specs(cfg.Compat.LegacyFields)); err != nil {
+		return fmt.Errorf("config: cache.routes: %w", err)
+	}
+	if cfg.Upstream.APIKeyID != "" {
+		if a.signer, err = upstream.LoadSigner(cfg.Upstream.APIKeyID, cfg.Upstream.PrivateKeyFile); err != nil {
+			return err
 		}
 	}
+	a.read, a.write = cfg.Upstream.Rates()
+	retryCap := a.opts.RetryCap
+	if retryCap <= 0 {
+		retryCap = 2 * time.Second
+	}
+	timeout := time.Duration(cfg.Upstream.Timeout)
+	a.fetchTimeout = time.Duration(cfg.Upstream.MaxWait) + time.Duration(cfg.Upstream.MaxRetries+1)*(timeout+retryCap)
+	return nil
+}
 
-	origin, err := cfg.UpstreamURL()
-	if err != nil {
-		return nil, fmt.Errorf("config: upstream.url: %w", err)
+func (a *App) newMetrics() error {
+	if a.opts.NoMetrics {
+		return nil
 	}
-	routes, err := route.NewTable(cfg.Cache.Specs(cfg.Compat.LegacyFields))
-	if err != nil {
-		return nil, fmt.Errorf("config: cache.routes: %w", err)
+	// The store is built next; nothing scrapes before New returns.
+	a.Metrics = metrics.New(func() (int, int64) { st := a.Store.Stats(); return st.Items, st.Bytes })
+	a.Metrics.SetBudget("read", a.read)
+	a.Metrics.SetBudget("write", a.write)
+	if a.Config.Status.Enabled {
+		a.ledger = status.NewLedger(0)
 	}
-	var m *metrics.Metrics
+	return nil
+}
+
+func (a *App) newStore() error {
+	m := a.Metrics
+	var err error
 	a.Store, err = cache.NewMemory(cache.Config{
-		MaxBytes: int64(cfg.Cache.MaxBytes),
+		MaxBytes: int64(a.Config.Cache.MaxBytes),
 		OnEvict:  func() { m.Evicted() },
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if !opts.NoMetrics {
-		m = metrics.New(func() (int, int64) { st := a.Store.Stats(); return st.Items, st.Bytes })
-	}
-	a.Metrics = m
+	a.shared = a.Store
+	a.onClose(func() {
+		if !a.abandoned {
+			a.Store.Close()
+		}
+	})
+	return nil
+}
 
+func (a *App) newBreaker() error {
+	cfg, m := a.Config, a.Metrics
 	a.Breaker = breaker.New(breaker.Config{
 		ConsecutiveFailures: cfg.Breaker.ConsecutiveFailures,
 		OpenTimeout:         time.Duration(cfg.Breaker.OpenTimeout),
@@ -115,180 +219,14 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		OnStateChange: func(from, to breaker.State) {
 			a.Logger.Warn("upstream circuit breaker changed state", "from", from.String(), "to", to.String())
 			m.SetBreaker(int(to))
+			// Built later (newStatus); the breaker only changes state
+			// once requests flow, after New.
 			if a.Status != nil {
 				a.Status.BreakerChanged(from.String(), to.String())
 			}
 		},
 	})
-	var signer *upstream.Signer
-	if cfg.Upstream.APIKeyID != "" {
-		if signer, err = upstream.LoadSigner(cfg.Upstream.APIKeyID, cfg.Upstream.PrivateKeyFile); err != nil {
-			return nil, err
-		}
-	}
-	read, write := cfg.Upstream.Rates()
-	m.SetBudget("read", read)
-	m.SetBudget("write", write)
-	timeout := time.Duration(cfg.Upstream.Timeout)
-	retryCap := opts.RetryCap
-	if retryCap <= 0 {
-		retryCap = 2 * time.Second
-	}
-	// A shared fetch may wait for a token, then make every attempt with
-	// its backoff.
-	fetchTimeout := time.Duration(cfg.Upstream.MaxWait) + time.Duration(cfg.Upstream.MaxRetries+1)*(timeout+retryCap)
-	var (
-		store             cache.Store = a.Store
-		shared            fetch.Shared
-		readLim, writeLim upstream.Limiter
-		penalty429        time.Duration
-		redisState        func() string
-	)
-	if cfg.Redis.URL != "" {
-		if err := a.newCluster(cfg, fetchTimeout, read, write); err != nil {
-			return nil, err
-		}
-		store, shared, redisState = a.Cluster.Store(), a.Cluster, a.Cluster.State
-		readLim, writeLim = a.Cluster.Limiter("read", read), a.Cluster.Limiter("write", write)
-		// Kalshi sends no Retry-After: an upstream 429 slows every
-		// replica for a second.
-		penalty429 = time.Second
-	}
-	// The status page's ledger, fed by the proxy, the batch endpoints and
-	// every upstream attempt; nil (nothing counted) with the page off.
-	var ledger *status.Ledger
-	if cfg.Status.Enabled && m != nil {
-		ledger = status.NewLedger(0)
-	}
-	a.Upstream, err = upstream.New(upstream.Config{
-		OnAttempt:    ledgerAttempt(ledger),
-		ReadLimiter:  readLim,
-		WriteLimiter: writeLim,
-		Penalty429:   penalty429,
-		Origin:       origin,
-		Timeout:      timeout,
-		MaxRetries:   cfg.Upstream.MaxRetries,
-		ReadRate:     read,
-		WriteRate:    write,
-		MaxWait:      time.Duration(cfg.Upstream.MaxWait),
-		Breaker:      a.Breaker,
-		Signer:       signer,
-		Tier:         cfg.Upstream.Tier,
-		Metrics:      m,
-		Transport:    opts.Transport,
-		RetryBase:    opts.RetryBase,
-		RetryCap:     opts.RetryCap,
-		// Fair shares of the budget (docs/fairness.md).
-		FairShare:    cfg.Upstream.FairShare,
-		FairMaxQueue: cfg.Upstream.FairMaxQueue,
-	})
-	if err != nil {
-		return nil, err
-	}
-	fetchStore, onRequest, err := a.newLive(cfg, routes, signer)
-	if err != nil {
-		return nil, err
-	}
-	a.Fetcher, err = fetch.New(fetch.Config{
-		Store:       fetchStore,
-		OnRequest:   onRequest,
-		Shared:      shared,
-		Upstream:    a.Upstream,
-		Timeout:     fetchTimeout,
-		NegativeTTL: time.Duration(cfg.Cache.NegativeTTL),
-		StaleWait:   time.Duration(cfg.Cache.StaleWait),
-		AutoWindow:  time.Duration(cfg.Batch.AutoWindow),
-		Transform:   legacyTransform(routes),
-		Metrics:     m,
-		Logger:      a.Logger,
-	})
-	if err != nil {
-		return nil, err
-	}
-	wsURL, err := cfg.WSURL()
-	if err != nil {
-		return nil, fmt.Errorf("config: upstream.ws_url: %w", err)
-	}
-	a.WS, err = wsproxy.New(wsproxy.Config{
-		Upstream:         wsURL,
-		HandshakeTimeout: timeout,
-		Metrics:          m,
-		Logger:           a.Logger,
-	})
-	if err != nil {
-		return nil, err
-	}
-	a.Server, err = proxy.New(proxy.Config{
-		WebSocket:   a.WS,
-		Fetcher:     a.Fetcher,
-		Routes:      routes,
-		Upstream:    a.Upstream,
-		Store:       store,
-		AdminToken:  cfg.Admin.Token,
-		UpstreamURL: origin.String(),
-		RedisState:  redisState,
-		LiveState:   a.liveState,
-		Metrics:     m,
-		Ledger:      ledger,
-		Logger:      a.Logger,
-		AccessLog:   access,
-		BodyTimeout: opts.BodyTimeout,
-	})
-	if err != nil {
-		return nil, err
-	}
-	b, err := batch.New(batch.Config{
-		Fetcher:     a.Fetcher,
-		Routes:      routes,
-		MaxItems:    cfg.Batch.MaxItems,
-		Concurrency: cfg.Batch.Concurrency,
-		MaxPages:    cfg.Batch.MaxPages,
-		Metrics:     m,
-		Ledger:      ledger,
-		Logger:      a.Logger,
-	})
-	if err != nil {
-		return nil, err
-	}
-	b.Register(a.Server.Handle)
-	if ledger != nil {
-		// Interfaces left nil (not a nil pointer in them) show "off".
-		var redisPart, livePart status.Part
-		if a.Cluster != nil {
-			redisPart = status.PartFunc(func() map[string]any {
-				return map[string]any{"state": a.Cluster.State(), "replicas": a.Cluster.Alive()}
-			})
-		}
-		if a.Live != nil {
-			livePart = status.PartFunc(func() map[string]any {
-				st := a.Live.Stats()
-				return map[string]any{"state": st.State, "hot_markets": st.Hot, "subscribed": st.Subscribed,
-					"tickers_applied": st.Tickers, "lifecycles_applied": st.Lifecycles}
-			})
-		}
-		a.Status, err = status.New(status.Config{
-			Gatherer: m.Traffic(),
-			Ledger:   ledger,
-			TTLs:     routeTTLs(routes),
-			Version:  opts.Version,
-			Upstream: origin.String(),
-			Tier:     cfg.Upstream.Tier,
-			ReadRate: read, WriteRate: write,
-			MaxBytes: int64(cfg.Cache.MaxBytes),
-			Breaker:  func() string { return a.Breaker.State().String() },
-			Redis:    redisPart,
-			Live:     livePart,
-		})
-		if err != nil {
-			return nil, err
-		}
-		a.Status.Start(context.Background())
-		a.Status.Register(a.Server.Handle)
-	}
-	if a.Live != nil {
-		a.Live.Start()
-	}
-	return a, nil
+	return nil
 }
 
 // ledgerAttempt is the upstream client's OnAttempt that counts every
@@ -313,10 +251,13 @@ func routeTTLs(routes *route.Table) map[string]time.Duration {
 }
 
 // newCluster links the App to the other replicas through Redis (issue 9,
-// docs/replicas.md). It does not fail when Redis is down: the cluster
-// reconnects by itself.
-func (a *App) newCluster(cfg *config.Config, fetchTimeout time.Duration, read, write float64) error {
-	m := a.Metrics
+// docs/replicas.md) when redis.url is set. It does not fail when Redis is
+// down: the cluster reconnects by itself.
+func (a *App) newCluster() error {
+	cfg, m := a.Config, a.Metrics
+	if cfg.Redis.URL == "" {
+		return nil
+	}
 	if m != nil {
 		m.EnableRedis()
 	}
@@ -326,27 +267,76 @@ func (a *App) newCluster(cfg *config.Config, fetchTimeout time.Duration, read, w
 		Prefix:       cfg.Redis.KeyPrefix,
 		Timeout:      time.Duration(cfg.Redis.Timeout),
 		L1:           a.Store,
-		FetchTimeout: fetchTimeout,
+		FetchTimeout: a.fetchTimeout,
 		Logger:       a.Logger,
+		Now:          clock.NowFunc(a.opts.Clock),
 		OnState: func(up bool) {
 			if m != nil {
 				m.RedisUp.Set(map[bool]float64{true: 1}[up])
 			}
 		},
 	})
+	if err != nil {
+		return err
+	}
+	a.onClose(func() {
+		if !a.abandoned {
+			a.Cluster.Close()
+		}
+	})
+	a.shared = a.Cluster.Store()
+	return nil
+}
+
+func (a *App) newUpstream() error {
+	cfg := a.Config
+	var (
+		readLim, writeLim upstream.Limiter
+		penalty429        time.Duration
+	)
+	if a.Cluster != nil {
+		readLim, writeLim = a.Cluster.Limiter("read", a.read), a.Cluster.Limiter("write", a.write)
+		// Kalshi sends no Retry-After: an upstream 429 slows every
+		// replica for a second.
+		penalty429 = time.Second
+	}
+	var err error
+	a.Upstream, err = upstream.New(upstream.Config{
+		OnAttempt:    ledgerAttempt(a.ledger),
+		ReadLimiter:  readLim,
+		WriteLimiter: writeLim,
+		Penalty429:   penalty429,
+		Origin:       a.origin,
+		Timeout:      time.Duration(cfg.Upstream.Timeout),
+		MaxRetries:   cfg.Upstream.MaxRetries,
+		ReadRate:     a.read,
+		WriteRate:    a.write,
+		MaxWait:      time.Duration(cfg.Upstream.MaxWait),
+		Breaker:      a.Breaker,
+		Signer:       a.signer,
+		Tier:         cfg.Upstream.Tier,
+		Metrics:      a.Metrics,
+		Transport:    a.opts.Transport,
+		RetryBase:    a.opts.RetryBase,
+		RetryCap:     a.opts.RetryCap,
+		// Fair shares of the budget (docs/fairness.md).
+		FairShare:    cfg.Upstream.FairShare,
+		FairMaxQueue: cfg.Upstream.FairMaxQueue,
+	})
 	return err
 }
 
 // newLive builds the push feed when live.enabled (docs/live.md): the
 // fetch path then stores through the feed's wrapper and tells it of every
-// request. Without it, the store and no request hook.
-func (a *App) newLive(cfg *config.Config, routes *route.Table, signer *upstream.Signer) (cache.Store, func(*route.Route, string, time.Time), error) {
+// request (newFetcher). It is started at the end of New.
+func (a *App) newLive() error {
+	cfg := a.Config
 	if !cfg.Live.Enabled {
-		return a.Store, nil, nil
+		return nil
 	}
 	u, err := cfg.WSURL()
 	if err != nil {
-		return nil, nil, fmt.Errorf("config: upstream.ws_url: %w", err)
+		return fmt.Errorf("config: upstream.ws_url: %w", err)
 	}
 	var lm *metrics.LiveMetrics
 	if a.Metrics != nil {
@@ -354,18 +344,181 @@ func (a *App) newLive(cfg *config.Config, routes *route.Table, signer *upstream.
 	}
 	a.Live, err = live.New(live.Config{
 		URL:        u.String(),
-		Signer:     signer,
+		Signer:     a.signer,
 		Store:      a.Store,
-		Routes:     routes,
+		Routes:     a.routes,
 		MaxMarkets: cfg.Live.MaxMarkets,
 		MaxAge:     time.Duration(cfg.Live.MaxAge),
 		Metrics:    lm,
 		Logger:     a.Logger,
+		Now:        clock.NowFunc(a.opts.Clock),
 	})
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	return a.Live.Store(), a.Live.OnRequest, nil
+	a.onClose(a.Live.Close)
+	return nil
+}
+
+func (a *App) newFetcher() error {
+	cfg := a.Config
+	var (
+		store     cache.Store = a.Store
+		onRequest func(*route.Route, string, time.Time)
+		shared    fetch.Shared
+	)
+	if a.Live != nil {
+		store, onRequest = a.Live.Store(), a.Live.OnRequest
+	}
+	if a.Cluster != nil {
+		shared = a.Cluster
+	}
+	var err error
+	a.Fetcher, err = fetch.New(fetch.Config{
+		Store:       store,
+		OnRequest:   onRequest,
+		Shared:      shared,
+		Upstream:    a.Upstream,
+		Timeout:     a.fetchTimeout,
+		NegativeTTL: time.Duration(cfg.Cache.NegativeTTL),
+		StaleWait:   time.Duration(cfg.Cache.StaleWait),
+		AutoWindow:  time.Duration(cfg.Batch.AutoWindow),
+		Transform:   legacyTransform(a.routes),
+		Metrics:     a.Metrics,
+		Logger:      a.Logger,
+		Now:         clock.NowFunc(a.opts.Clock),
+	})
+	if err != nil {
+		return err
+	}
+	a.onClose(a.waitFetches)
+	return nil
+}
+
+// waitFetches gives shared fetches nobody waits for any more the shutdown
+// timeout to store their answers; past it, the stores are left open for
+// them (the process is ending anyway).
+func (a *App) waitFetches() {
+	done := make(chan struct{})
+	go func() {
+		a.Fetcher.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(time.Duration(a.Config.ShutdownTimeout))
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		a.abandoned = true
+		a.Logger.Warn("shared fetches still running at exit")
+	}
+}
+
+func (a *App) newWS() error {
+	wsURL, err := a.Config.WSURL()
+	if err != nil {
+		return fmt.Errorf("config: upstream.ws_url: %w", err)
+	}
+	a.WS, err = wsproxy.New(wsproxy.Config{
+		Upstream:         wsURL,
+		HandshakeTimeout: time.Duration(a.Config.Upstream.Timeout),
+		Metrics:          a.Metrics,
+		Logger:           a.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	a.onClose(a.WS.Close)
+	return nil
+}
+
+// newServer builds the HTTP handler and registers the batch endpoints on it.
+func (a *App) newServer() error {
+	cfg := a.Config
+	var redisState func() string
+	if a.Cluster != nil {
+		redisState = a.Cluster.State
+	}
+	var err error
+	a.Server, err = proxy.New(proxy.Config{
+		WebSocket:   a.WS,
+		Fetcher:     a.Fetcher,
+		Routes:      a.routes,
+		Upstream:    a.Upstream,
+		Store:       a.shared,
+		AdminToken:  cfg.Admin.Token,
+		UpstreamURL: a.origin.String(),
+		RedisState:  redisState,
+		LiveState:   a.liveState,
+		Metrics:     a.Metrics,
+		Ledger:      a.ledger,
+		Logger:      a.Logger,
+		AccessLog:   a.access,
+		BodyTimeout: a.opts.BodyTimeout,
+		Now:         clock.NowFunc(a.opts.Clock),
+	})
+	if err != nil {
+		return err
+	}
+	b, err := batch.New(batch.Config{
+		Fetcher:     a.Fetcher,
+		Routes:      a.routes,
+		MaxItems:    cfg.Batch.MaxItems,
+		Concurrency: cfg.Batch.Concurrency,
+		MaxPages:    cfg.Batch.MaxPages,
+		Metrics:     a.Metrics,
+		Ledger:      a.ledger,
+		Logger:      a.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	b.Register(a.Server.Handle)
+	return nil
+}
+
+// newStatus builds the status page when status.enabled and metrics are on;
+// its collector starts at the end of New.
+func (a *App) newStatus() error {
+	cfg, m := a.Config, a.Metrics
+	if a.ledger == nil { // status.enabled is false or metrics are off
+		return nil
+	}
+	// Interfaces left nil (not a nil pointer in them) show "off".
+	var redisPart, livePart status.Part
+	if c := a.Cluster; c != nil {
+		redisPart = status.PartFunc(func() map[string]any {
+			return map[string]any{"state": c.State(), "replicas": c.Alive()}
+		})
+	}
+	if f := a.Live; f != nil {
+		livePart = status.PartFunc(func() map[string]any {
+			st := f.Stats()
+			return map[string]any{"state": st.State, "hot_markets": st.Hot, "subscribed": st.Subscribed,
+				"tickers_applied": st.Tickers, "lifecycles_applied": st.Lifecycles}
+		})
+	}
+	var err error
+	a.Status, err = status.New(status.Config{
+		Gatherer: m.Traffic(),
+		Ledger:   a.ledger,
+		TTLs:     routeTTLs(a.routes),
+		Version:  a.opts.Version,
+		Upstream: a.origin.String(),
+		Tier:     cfg.Upstream.Tier,
+		ReadRate: a.read, WriteRate: a.write,
+		MaxBytes: int64(cfg.Cache.MaxBytes),
+		Breaker:  func() string { return a.Breaker.State().String() },
+		Redis:    redisPart,
+		Live:     livePart,
+		Now:      clock.NowFunc(a.opts.Clock),
+	})
+	if err != nil {
+		return err
+	}
+	a.onClose(a.Status.Close)
+	a.Status.Register(a.Server.Handle)
+	return nil
 }
 
 func (a *App) liveState() string {
@@ -447,35 +600,16 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// Close releases the App's resources and flushes the access log.
+// Close stops every component New built, in reverse build order: the
+// status collector, the WebSocket pass-through (connections cut), the
+// fetch path (shared fetches get up to shutdown_timeout to store their
+// answers), the live feed, the cluster, the store, and last the access log,
+// flushed. It is idempotent and safe to call after a failed step of New.
+// Call it after Serve has returned.
 func (a *App) Close() {
-	if a.WS != nil {
-		a.WS.Close()
-	}
-	if a.Live != nil {
-		a.Live.Close()
-	}
-	if a.Status != nil {
-		a.Status.Close()
-	}
-	// Shared fetches nobody waits for any more may still be storing their
-	// answers; give them the shutdown timeout, then leave the store open
-	// for them (the process is ending anyway).
-	done := make(chan struct{})
-	go func() {
-		a.Fetcher.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		if a.Cluster != nil {
-			a.Cluster.Close()
+	a.closeOnce.Do(func() {
+		for i := len(a.closers) - 1; i >= 0; i-- {
+			a.closers[i]()
 		}
-		a.Store.Close()
-	case <-time.After(time.Duration(a.Config.ShutdownTimeout)):
-		a.Logger.Warn("shared fetches still running at exit")
-	}
-	if a.accessBuf != nil {
-		a.accessBuf.Close()
-	}
+	})
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
-	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 // discardWriter is a reusable ResponseWriter, so a benchmark measures
@@ -24,17 +24,11 @@ func (w *discardWriter) WriteHeader(status int)      { w.status = status }
 
 func benchApp(b *testing.B, observe bool) *app.App {
 	b.Helper()
-	up := httptest.NewServer(kalshitest.New())
-	b.Cleanup(up.Close)
-	cfg := config.Default()
-	cfg.Upstream.URL = up.URL
-	cfg.Log.Access = observe
-	a, err := app.New(cfg, app.Options{LogOutput: io.Discard, NoMetrics: !observe})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(a.Close)
-	return a
+	// The wall clock: a hit reads no test clock.
+	p := kproxytest.New(b, kproxytest.WithRealClock(),
+		kproxytest.WithConfig(func(c *config.Config) { c.Log.Access = observe }),
+		kproxytest.WithAppOptions(func(o *app.Options) { o.NoMetrics = !observe }))
+	return p.App
 }
 
 // benchHit serves a warm key through the whole Echo handler.

@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -17,112 +16,81 @@ import (
 	"time"
 
 	"github.com/kproxy/kproxy/internal/app"
+	"github.com/kproxy/kproxy/internal/clock"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 	"github.com/kproxy/kproxy/internal/redistest"
 )
 
 // replicas are n kproxy instances in this process, one Redis, one fake
-// Kalshi.
+// Kalshi, one fake clock.
 type replicas struct {
 	t      testing.TB
 	fake   *kalshitest.Server
-	up     *httptest.Server
+	up     string // the fake's URL
+	clock  *clock.Fake
 	redis  *redistest.Server
 	mutate func(*config.Config)
 	mu     sync.Mutex
-	apps   []*app.App
-	srvs   []*httptest.Server
+	procs  []*kproxytest.Proxy // nil while replica i is stopped
 }
 
 const adminToken = "cluster-test-token"
 
 func newReplicas(t testing.TB, n int, mutate func(*config.Config)) *replicas {
 	t.Helper()
-	r := &replicas{t: t, fake: kalshitest.New(), redis: redistest.Start(t), mutate: mutate}
-	r.up = httptest.NewServer(r.fake)
-	t.Cleanup(r.up.Close)
-	r.apps, r.srvs = make([]*app.App, n), make([]*httptest.Server, n)
+	r := &replicas{t: t, fake: kalshitest.New(), redis: redistest.Start(t), mutate: mutate, procs: make([]*kproxytest.Proxy, n)}
+	up := httptest.NewServer(r.fake)
+	t.Cleanup(up.Close)
+	r.up = up.URL
 	for i := range n {
 		r.start(i)
 	}
-	t.Cleanup(func() {
-		for i := range r.apps {
-			r.stop(i)
-		}
-	})
 	return r
-}
-
-func (r *replicas) config() *config.Config {
-	cfg := config.Default()
-	cfg.Upstream.URL = r.up.URL
-	rate := 10000.0
-	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate
-	cfg.Upstream.Timeout = config.Duration(2 * time.Second)
-	cfg.Batch.AutoWindow = 0
-	cfg.Admin.Token = adminToken
-	cfg.Redis.URL = r.redis.URL()
-	// Generous for a loaded -race run on two cores; production default
-	// is 100ms.
-	cfg.Redis.Timeout = config.Duration(500 * time.Millisecond)
-	if r.mutate != nil {
-		r.mutate(cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		r.t.Fatalf("config: %v", err)
-	}
-	return cfg
 }
 
 // start builds replica i anew (a restart when it ran before).
 func (r *replicas) start(i int) {
 	r.t.Helper()
-	buf := &syncBuffer{}
-	var logs io.Writer = buf
-	if _, bench := r.t.(*testing.B); bench {
-		logs = io.Discard // benchmarks measure kproxy, not a growing buffer
-	} else {
-		r.t.Cleanup(func() {
-			if r.t.Failed() {
-				r.t.Logf("replica %d log:\n%s", i, buf.String())
+	p := kproxytest.New(r.t,
+		kproxytest.WithFake(r.fake), kproxytest.WithUpstreamURL(r.up), kproxytest.WithClock(r.clock),
+		kproxytest.WithRedis(r.redis.URL()),
+		kproxytest.WithConfig(func(c *config.Config) {
+			c.Admin.Token = adminToken
+			if r.mutate != nil {
+				r.mutate(c)
 			}
-		})
-	}
-	a, err := app.New(r.config(), app.Options{LogOutput: logs, RetryBase: time.Millisecond, RetryCap: 5 * time.Millisecond})
-	if err != nil {
-		r.t.Fatalf("app.New: %v", err)
+		}))
+	if r.clock == nil {
+		r.clock = p.Clock
 	}
 	r.mu.Lock()
-	r.apps[i], r.srvs[i] = a, httptest.NewServer(a.Server)
+	r.procs[i] = p
 	r.mu.Unlock()
 	// On a loaded machine the first probe may miss its deadline: the
 	// tests start once the replica sees Redis (it would reconnect by
 	// itself within a second anyway).
-	if a.Cluster != nil && r.redis.PID() != 0 {
-		if _, ok := waitUntil(5*time.Second, a.Cluster.Up); !ok {
-			r.t.Fatalf("replica %d does not see Redis", i)
-		}
+	if p.App.Cluster != nil && r.redis.PID() != 0 {
+		kproxytest.Eventually(r.t, 5*time.Second, fmt.Sprintf("replica %d sees Redis", i), p.App.Cluster.Up)
 	}
 }
 
+// stop stops replica i (a replica going down).
 func (r *replicas) stop(i int) {
 	r.mu.Lock()
-	a, srv := r.apps[i], r.srvs[i]
-	r.apps[i], r.srvs[i] = nil, nil
+	p := r.procs[i]
+	r.procs[i] = nil
 	r.mu.Unlock()
-	if a == nil {
-		return
+	if p != nil {
+		p.Close()
 	}
-	srv.Close()
-	a.Fetcher.Wait()
-	a.Close()
 }
 
 func (r *replicas) url(i int, path string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.srvs[i].URL + path
+	return r.procs[i].URL + path
 }
 
 func (r *replicas) get(i int, path string, header ...string) answer {
@@ -132,7 +100,7 @@ func (r *replicas) get(i int, path string, header ...string) answer {
 func (r *replicas) app(i int) *app.App {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.apps[i]
+	return r.procs[i].App
 }
 
 // readyRedis is the "redis" field of replica i's /readyz.
@@ -141,19 +109,6 @@ func (r *replicas) readyRedis(i int) (string, int) {
 	var body struct{ Redis string }
 	json.Unmarshal(a.body, &body)
 	return body.Redis, a.status
-}
-
-// waitUntil polls cond until it holds or d passes; it reports how long it
-// took and whether it held.
-func waitUntil(d time.Duration, cond func() bool) (time.Duration, bool) {
-	start := time.Now()
-	for time.Since(start) < d {
-		if cond() {
-			return time.Since(start), true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start), cond()
 }
 
 func TestReplicasColdBurstMakesOneUpstreamRequest(t *testing.T) {
@@ -286,7 +241,8 @@ func TestPurgeOnOneReplicaReachesEveryReplica(t *testing.T) {
 		t.Fatalf("purge: %d %s", a.status, a.body)
 	}
 	key := "/trade-api/v2/markets/KXBIGSERIES-26JUN30-M005"
-	took, ok := waitUntil(time.Second, func() bool {
+	start := time.Now()
+	kproxytest.Eventually(t, time.Second, "the purge reaches every replica's L1", func() bool {
 		for i := range 3 {
 			if _, held := r.app(i).Store.Get(key); held {
 				return false
@@ -294,10 +250,7 @@ func TestPurgeOnOneReplicaReachesEveryReplica(t *testing.T) {
 		}
 		return true
 	})
-	if !ok {
-		t.Fatalf("a replica still holds the purged entry in L1 after %v", took)
-	}
-	t.Logf("purge reached every L1 in %v", took)
+	t.Logf("purge reached every L1 in %v", time.Since(start))
 	// The first request after the purge misses; the other replicas then
 	// share its new answer (fetched after the purge), never the old one.
 	if a := r.get(0, path); a.header.Get("X-Cache") != "MISS" {
@@ -320,9 +273,7 @@ func TestPurgeFencesAFetchThatStartedBeforeIt(t *testing.T) {
 	done := make(chan answer, 1)
 	go func() { done <- r.get(0, path) }()
 	// The fetch is under way (the fake holds it), then a purge happens.
-	if _, ok := waitUntil(5*time.Second, func() bool { return r.fake.Total() == 1 }); !ok {
-		t.Fatal("fetch never reached the upstream")
-	}
+	kproxytest.Eventually(t, 5*time.Second, "the fetch reaches the upstream", func() bool { return r.fake.Total() == 1 })
 	a := send(http.MethodDelete, r.url(1, "/admin/cache?prefix="), nil, "Authorization", "Bearer "+adminToken)
 	if a.status != http.StatusOK {
 		t.Fatalf("purge: %d", a.status)
@@ -452,9 +403,21 @@ func redisFault(t *testing.T, fault func(*redistest.Server), heal func(*redistes
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	// served waits until the load has made n more requests.
+	served := func(what string, n int) {
+		mu.Lock()
+		want := requests + n
+		mu.Unlock()
+		kproxytest.Eventually(t, 10*time.Second, what, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return requests >= want
+		})
+	}
+	served("load before the fault", 50)
 	fault(r.redis)
-	took, ok := waitUntil(5*time.Second, func() bool {
+	start := time.Now()
+	kproxytest.Eventually(t, 5*time.Second, "readyz says redis down on every replica", func() bool {
 		for i := range 3 {
 			if s, code := r.readyRedis(i); s != "down" || code != http.StatusOK {
 				return false
@@ -462,13 +425,11 @@ func redisFault(t *testing.T, fault func(*redistest.Server), heal func(*redistes
 		}
 		return true
 	})
-	if !ok {
-		t.Errorf("readyz did not say redis down on every replica within 5s")
-	}
-	t.Logf("readyz down after %v", took)
-	time.Sleep(500 * time.Millisecond) // load while Redis is gone
+	t.Logf("readyz down after %v", time.Since(start))
+	served("load while Redis is gone", 100)
 	heal(r.redis)
-	took, ok = waitUntil(10*time.Second, func() bool {
+	start = time.Now()
+	kproxytest.Eventually(t, 10*time.Second, "readyz says redis up on every replica once it answers", func() bool {
 		for i := range 3 {
 			if s, _ := r.readyRedis(i); s != "up" {
 				return false
@@ -476,10 +437,7 @@ func redisFault(t *testing.T, fault func(*redistest.Server), heal func(*redistes
 		}
 		return true
 	})
-	if !ok {
-		t.Errorf("readyz did not say redis up on every replica within 10s of it answering")
-	}
-	t.Logf("readyz up after %v", took)
+	t.Logf("readyz up after %v", time.Since(start))
 	cancel()
 	wg.Wait()
 	if len(errs) > 0 {
@@ -525,9 +483,7 @@ func TestReplicaStartsWithoutRedis(t *testing.T) {
 		t.Errorf("kproxy_redis_up = %v, want 0", got)
 	}
 	r.redis.Restart()
-	if _, ok := waitUntil(10*time.Second, func() bool { s, _ := r.readyRedis(0); return s == "up" }); !ok {
-		t.Errorf("did not reconnect within 10s")
-	}
+	kproxytest.Eventually(t, 10*time.Second, "replica 0 reconnects to Redis", func() bool { s, _ := r.readyRedis(0); return s == "up" })
 }
 
 // Benchmarks (go test -bench Tier -run '^$' ./app/): one warm key served
@@ -675,9 +631,11 @@ func TestUpstream429SlowsEveryReplica(t *testing.T) {
 	r.fake.SetFault(kalshitest.Fault{Status: http.StatusTooManyRequests, Times: 1, Paths: []string{a}})
 	first := make(chan answer, 1)
 	go func() { first <- r.get(0, a) }()
-	if _, ok := waitUntil(5*time.Second, func() bool { return r.fake.Total() >= 1 }); !ok {
-		t.Fatal("no upstream request")
-	}
+	// Replica 0 counts its retry once it has pushed the penalty to the
+	// shared bucket.
+	kproxytest.Eventually(t, 5*time.Second, "replica 0 got the 429 and penalized the shared bucket", func() bool {
+		return metric(t, &harness{app: r.app(0)}, "kproxy_upstream_retries_total", "reason", "429") >= 1
+	})
 	// Replica 1 never saw the 429, but shares the bucket it pushed back.
 	if got := r.get(1, b); got.status != http.StatusOK {
 		t.Fatalf("other replica: %d", got.status)

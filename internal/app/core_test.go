@@ -19,6 +19,7 @@ import (
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 const (
@@ -38,6 +39,7 @@ func TestMissThenHit(t *testing.T) {
 	wantHeader(t, resp, "X-Cache", "MISS")
 	wantHeader(t, resp, "Cache-Status", "kproxy; fwd=uri-miss; stored")
 
+	h.clock.Advance(500 * time.Millisecond) // 1.5s of the 2s ttl left
 	resp, second := h.get(path)
 	wantHeader(t, resp, "X-Cache", "HIT")
 	wantHeader(t, resp, "Cache-Status", "kproxy; hit; ttl=1")
@@ -132,7 +134,7 @@ func TestClientDisconnectDoesNotCancelSharedFetch(t *testing.T) {
 		}
 		leaderDone <- err
 	}()
-	waitFor(t, func() bool { return h.fake.Count(metaSeries) == 1 })
+	kproxytest.Eventually(t, 5*time.Second, "the condition", func() bool { return h.fake.Count(metaSeries) == 1 })
 
 	const followers = 5
 	results := make(chan int, followers)
@@ -142,7 +144,7 @@ func TestClientDisconnectDoesNotCancelSharedFetch(t *testing.T) {
 			results <- resp.StatusCode
 		}()
 	}
-	time.Sleep(50 * time.Millisecond) // let the followers join the flight
+	h.AwaitInFlight(1 + followers) // the followers reached kproxy while the fetch is held
 	cancel()
 	if err := <-leaderDone; err == nil {
 		t.Errorf("canceled leader got an answer")
@@ -309,7 +311,7 @@ func TestNonAPIPathsAreNeverForwarded(t *testing.T) {
 
 func TestAbsoluteFormTargetGoesOnlyToConfiguredUpstream(t *testing.T) {
 	h := newHarness(t, nil)
-	conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+	conn, err := net.Dial("tcp", h.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,8 +411,15 @@ func TestClientNoCacheForcesRefetch(t *testing.T) {
 func TestCredentialFailuresAreNotShared(t *testing.T) {
 	h := newHarness(t, nil)
 	const path = "/trade-api/v2/exchange/status"
+	// The upstream answers once every good request has reached kproxy:
+	// they arrive while the bad key's fetch is under way.
+	answer := make(chan struct{})
 	h.fake.Handle("GET "+path, func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-answer:
+		case <-r.Context().Done():
+			return
+		}
 		if r.Header.Get("KALSHI-ACCESS-KEY") == "bad" {
 			w.WriteHeader(http.StatusUnauthorized)
 			io.WriteString(w, `{"error":{"code":"unauthorized"}}`)
@@ -423,7 +432,7 @@ func TestCredentialFailuresAreNotShared(t *testing.T) {
 		resp, _ := h.get(path, "KALSHI-ACCESS-KEY", "bad")
 		badDone <- resp.StatusCode
 	}()
-	waitFor(t, func() bool { return h.fake.Count(path) == 1 })
+	kproxytest.Eventually(t, 5*time.Second, "the condition", func() bool { return h.fake.Count(path) == 1 })
 	const good = 5
 	results := make(chan int, good)
 	for range good {
@@ -432,6 +441,8 @@ func TestCredentialFailuresAreNotShared(t *testing.T) {
 			results <- resp.StatusCode
 		}()
 	}
+	h.AwaitInFlight(1 + good)
+	close(answer)
 	if got := <-badDone; got != http.StatusUnauthorized {
 		t.Errorf("bad key: status = %d, want 401", got)
 	}
@@ -524,7 +535,7 @@ func TestAutoBatchingMergesSingleMarketMisses(t *testing.T) {
 	tickers := h.fake.MarketTickers("KXBIGSERIES")[:20]
 	direct := map[string][]byte{}
 	for _, tk := range tickers[:3] {
-		resp, err := http.Get(h.up.URL + "/trade-api/v2/markets/" + tk)
+		resp, err := http.Get(h.UpstreamURL + "/trade-api/v2/markets/" + tk)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -593,7 +604,7 @@ func TestHealthAndReadiness(t *testing.T) {
 		Cache                     struct{ Items, Bytes int64 }
 	}
 	json.Unmarshal(body, &r)
-	if resp.StatusCode != http.StatusOK || r.Status != "ready" || r.Breaker != "closed" || r.Cache.Items != 1 || r.Cache.Bytes <= 0 || r.Upstream != h.up.URL {
+	if resp.StatusCode != http.StatusOK || r.Status != "ready" || r.Breaker != "closed" || r.Cache.Items != 1 || r.Cache.Bytes <= 0 || r.Upstream != h.UpstreamURL {
 		t.Errorf("readyz: %d %s", resp.StatusCode, body)
 	}
 	h.app.Server.SetDraining()
@@ -606,7 +617,7 @@ func TestHealthAndReadiness(t *testing.T) {
 // rawGet sends path byte for byte (no client-side cleaning or escaping).
 func rawGet(t *testing.T, h *harness, path string) (*http.Response, []byte) {
 	t.Helper()
-	conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+	conn, err := net.Dial("tcp", h.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -619,18 +630,6 @@ func rawGet(t *testing.T, h *harness, path string) (*http.Response, []byte) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp, body
-}
-
-// waitFor polls cond (bounded) until it holds.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	for range 500 {
-		if cond() {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal("condition not met within 2.5s")
 }
 
 // closedPort is a loopback address nothing listens on.
@@ -694,7 +693,7 @@ func TestStaleCopyServedWhileAFetchIsUnderWay(t *testing.T) {
 		}}
 	})
 	_, cached := h.get(metaSeries)
-	time.Sleep(100 * time.Millisecond) // past ttl, and there is no revalidate window
+	h.clock.Advance(100 * time.Millisecond) // past ttl, and there is no revalidate window
 	release := h.fake.Stall()
 	defer release()
 	leader := make(chan *http.Response, 1)
@@ -702,7 +701,7 @@ func TestStaleCopyServedWhileAFetchIsUnderWay(t *testing.T) {
 		resp, _ := h.get(metaSeries)
 		leader <- resp
 	}()
-	waitFor(t, func() bool { return h.fake.Count(metaSeries) == 2 })
+	kproxytest.Eventually(t, 5*time.Second, "the condition", func() bool { return h.fake.Count(metaSeries) == 2 })
 
 	start := time.Now()
 	resp, body := h.get(metaSeries)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/fetch"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 func TestMaxAgeZeroForcesAFreshCoalescedFetch(t *testing.T) {
@@ -36,8 +37,8 @@ func TestMaxAgeZeroForcesAFreshCoalescedFetch(t *testing.T) {
 			}
 		})
 	}
-	eventually(t, 5*time.Second, "the fetch reaches the upstream", func() bool { return h.fake.Count(metaSeries) > before })
-	time.Sleep(50 * time.Millisecond) // let the others join the flight
+	kproxytest.Eventually(t, 5*time.Second, "the fetch reaches the upstream", func() bool { return h.fake.Count(metaSeries) > before })
+	h.AwaitInFlight(10) // the others reached kproxy while the fetch is held
 	release()
 	wg.Wait()
 	if got := h.fake.Count(metaSeries) - before; got != 1 {
@@ -61,7 +62,7 @@ func TestOnlyIfCached(t *testing.T) {
 	if a.status != 200 || a.header.Get("X-Cache") != "HIT" {
 		t.Errorf("only-if-cached, fresh: %d %q, want a 200 HIT", a.status, a.header.Get("X-Cache"))
 	}
-	time.Sleep(80 * time.Millisecond) // past the 50ms ttl, within stale_if_error
+	h.clock.Advance(80 * time.Millisecond) // past the 50ms ttl, within stale_if_error
 	a = h.send(http.MethodGet, cold, nil, "Cache-Control", "ONLY-IF-CACHED, max-age=0")
 	if a.status != 200 || a.header.Get("X-Cache") != "STALE" || string(a.body) != string(cached) || !strings.HasSuffix(a.header.Get("Cache-Status"), "; detail=only-if-cached") {
 		t.Errorf("only-if-cached, stale: %d %q %q, want the stale copy with detail=only-if-cached", a.status, a.header.Get("X-Cache"), a.header.Get("Cache-Status"))

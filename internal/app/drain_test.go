@@ -1,17 +1,14 @@
 package app_test
 
 import (
-	"context"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
-	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 // TestDrainDelayKeepsServingWhileReadinessIsDraining: after the signal,
@@ -20,26 +17,11 @@ import (
 // drain_delay; only then does the listener close.
 func TestDrainDelayKeepsServingWhileReadinessIsDraining(t *testing.T) {
 	const delay = 2 * time.Second
-	up := httptest.NewServer(kalshitest.New())
-	t.Cleanup(up.Close)
-	cfg := config.Default()
-	cfg.Upstream.URL = up.URL
-	cfg.DrainDelay = config.Duration(delay)
-	cfg.ShutdownTimeout = config.Duration(5 * time.Second)
-	a, err := app.New(cfg, app.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx, ln) }()
+	p := kproxytest.New(t, kproxytest.WithServe(), kproxytest.WithConfig(func(c *config.Config) {
+		c.DrainDelay = config.Duration(delay)
+		c.ShutdownTimeout = config.Duration(5 * time.Second)
+	}))
+	base, cancel, served := p.URL, p.Drain, p.Served()
 
 	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
 	get := func(path string) (*http.Response, string, error) {
@@ -93,7 +75,7 @@ func TestDrainDelayKeepsServingWhileReadinessIsDraining(t *testing.T) {
 	case <-time.After(delay + 5*time.Second):
 		t.Fatal("Serve did not return after drain_delay and the drain")
 	}
-	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+	if c, err := net.DialTimeout("tcp", p.Addr, time.Second); err == nil {
 		c.Close()
 		t.Error("the listener still accepts after the drain")
 	}

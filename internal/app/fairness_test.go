@@ -49,8 +49,11 @@ func floodAndTrickle(t *testing.T, fair bool, rate float64, d time.Duration) (wa
 			})
 		}
 	})
-	// Client B: a cold key every 250ms, after the flood has begun.
-	time.Sleep(300 * time.Millisecond)
+	// Client B: a cold key every 250ms, once the flood has a backlog
+	// (its requests beyond the burst wait in kproxy for tokens).
+	h.AwaitInFlight(15)
+	every := time.NewTicker(250 * time.Millisecond)
+	defer every.Stop()
 	var bPaths []string
 	for i := 0; time.Now().Before(stop); i++ {
 		p := marketPath(401 + i)
@@ -60,7 +63,7 @@ func floodAndTrickle(t *testing.T, fair bool, rate float64, d time.Duration) (wa
 		mu.Unlock()
 		a := h.send(http.MethodGet, p, nil, "KALSHI-ACCESS-KEY", "client-b")
 		statuses = append(statuses, a.status)
-		time.Sleep(250 * time.Millisecond)
+		<-every.C
 	}
 	wg.Wait()
 	arrived := map[string]time.Time{}

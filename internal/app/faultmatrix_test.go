@@ -19,17 +19,16 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 	"github.com/kproxy/kproxy/internal/route"
 	"github.com/kproxy/kproxy/internal/upstream"
 )
@@ -169,66 +168,37 @@ func (g *fmGate) RoundTrip(r *http.Request) (*http.Response, error) {
 	return g.rt.RoundTrip(r)
 }
 
-// counting counts requests that have entered kproxy's handler.
-type fmCounting struct {
-	h http.Handler
-	n atomic.Int64
-}
-
-func (c *fmCounting) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c.n.Add(1)
-	c.h.ServeHTTP(w, r)
-}
-
 // cellHarness is a kproxy for one cell: the fake on a switchable address,
 // short timeouts, the breaker threshold given, optionally a gated upstream.
-func cellHarness(t *testing.T, threshold int, kind string, g *fmGate) (*harness, *switchable, *fmCounting) {
+func cellHarness(t *testing.T, threshold int, kind string, g *fmGate) (*harness, *switchable) {
 	t.Helper()
 	up := newSwitchable(t)
-	h := &harness{t: t, fake: kalshitest.New(), logs: &syncBuffer{}}
-	up.handler.Store(h.fake)
-	cfg := config.Default()
-	cfg.Upstream.URL = "http://" + up.addr
-	rate := 10000.0
-	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate
-	cfg.Upstream.Timeout = config.Duration(fmTimeout)
-	cfg.Upstream.MaxWait = config.Duration(50 * time.Millisecond)
-	cfg.Upstream.MaxRetries = 2
-	cfg.Breaker.ConsecutiveFailures = uint32(threshold)
-	cfg.Breaker.OpenTimeout = config.Duration(time.Minute)
-	cfg.Cache.StaleWait = config.Duration(fmStaleWait)
-	cfg.Batch.AutoWindow = 0
-	switch kind {
-	case "hot GET":
-		setRoute(cfg, marketPattern, time.Minute, 0, 10*time.Minute)
-		setRoute(cfg, "/trade-api/v2/markets", time.Minute, 0, 10*time.Minute)
-	case "expired GET within stale_if_error":
-		setRoute(cfg, marketPattern, 50*time.Millisecond, 0, 10*time.Minute)
-	case "expired GET past it":
-		setRoute(cfg, marketPattern, 50*time.Millisecond, 0, 0)
-	}
-	opts := app.Options{LogOutput: h.logs, RetryBase: time.Millisecond, RetryCap: 5 * time.Millisecond}
+	fake := kalshitest.New()
+	up.handler.Store(fake)
+	opts := []kproxytest.Option{kproxytest.WithFake(fake), kproxytest.WithUpstreamURL("http://" + up.addr)}
 	if g != nil {
 		g.rt = upstream.NewTransport(fmTimeout)
-		opts.Transport = g
+		opts = append(opts, kproxytest.WithAppOptions(func(o *app.Options) { o.Transport = g }))
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	a, err := app.New(cfg, opts)
-	if err != nil {
-		t.Fatalf("app.New: %v", err)
-	}
-	h.app = a
-	c := &fmCounting{h: a.Server}
-	h.srv = httptest.NewServer(c)
-	t.Cleanup(func() {
-		h.fake.SetFault(kalshitest.Fault{})
-		h.srv.Close()
-		a.Fetcher.Wait()
-		a.Close()
-	})
-	return h, up, c
+	h := newHarness(t, func(cfg *config.Config) {
+		cfg.Upstream.Timeout = config.Duration(fmTimeout)
+		cfg.Upstream.MaxWait = config.Duration(50 * time.Millisecond)
+		cfg.Upstream.MaxRetries = 2
+		cfg.Breaker.ConsecutiveFailures = uint32(threshold)
+		cfg.Breaker.OpenTimeout = config.Duration(time.Minute)
+		cfg.Cache.StaleWait = config.Duration(fmStaleWait)
+		switch kind {
+		case "hot GET":
+			setRoute(cfg, marketPattern, time.Minute, 0, 10*time.Minute)
+			setRoute(cfg, "/trade-api/v2/markets", time.Minute, 0, 10*time.Minute)
+		case "expired GET within stale_if_error":
+			setRoute(cfg, marketPattern, 50*time.Millisecond, 0, 10*time.Minute)
+		case "expired GET past it":
+			setRoute(cfg, marketPattern, 50*time.Millisecond, 0, 0)
+		}
+	}, opts...)
+	t.Cleanup(func() { fake.SetFault(kalshitest.Fault{}) })
+	return h, up
 }
 
 // misbehave is the override handler of a mode: it answers what the route
@@ -386,7 +356,7 @@ func runCell(t *testing.T, bh behaviour, kind string) cellResult {
 	if kind == "coalesced GET (20)" {
 		g = &fmGate{open: make(chan struct{})}
 	}
-	h, up, entered := cellHarness(t, threshold, kind, g)
+	h, up := cellHarness(t, threshold, kind, g)
 	key := fmMarket
 	// Prime the kinds that need a cached copy.
 	var primed []byte
@@ -398,7 +368,7 @@ func runCell(t *testing.T, bh behaviour, kind string) cellResult {
 		}
 		primed = a.body
 		if kind != "hot GET" {
-			time.Sleep(50*time.Millisecond + 30*time.Millisecond) // past the ttl
+			h.clock.Advance(50*time.Millisecond + 30*time.Millisecond) // past the ttl
 		}
 	}
 	base := attempts0(t, h)
@@ -448,8 +418,9 @@ func runCell(t *testing.T, bh behaviour, kind string) cellResult {
 		for range 20 {
 			go func() { answers <- h.send(http.MethodGet, fmMarket, nil) }()
 		}
-		eventually(t, 10*time.Second, "20 requests reach kproxy", func() bool { return entered.n.Load() >= 20 })
-		time.Sleep(50 * time.Millisecond) // let the last of them join the flight
+		// The gate holds the leader's attempt: all 20 in flight at once
+		// are the leader and its followers.
+		h.AwaitInFlight(20)
 		close(g.open)
 		collapsed := 0
 		for i := range 20 {

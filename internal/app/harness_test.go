@@ -1,119 +1,53 @@
 package app_test
 
 import (
-	"bytes"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/kproxy/kproxy/internal/app"
+	"github.com/kproxy/kproxy/internal/clock"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
-// harness is a whole kproxy in front of a fake Kalshi, both on loopback.
+// harness is a whole kproxy in front of a fake Kalshi, both on loopback
+// (kproxytest), with the short names these tests use.
 type harness struct {
-	t    *testing.T
-	fake *kalshitest.Server
-	up   *httptest.Server
-	app  *app.App
-	srv  *httptest.Server
-	logs *syncBuffer
+	*kproxytest.Proxy
+	t     *testing.T
+	fake  *kalshitest.Server
+	app   *app.App
+	logs  *kproxytest.Buffer
+	clock *clock.Fake
 }
 
-// syncBuffer collects logs from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// newHarness starts the fake upstream and kproxy with the default
-// configuration (generous rate limits, fast retries), adjusted by mutate.
-func newHarness(t *testing.T, mutate func(*config.Config)) *harness {
+// newHarness starts the fake upstream and kproxy with the test defaults
+// (generous rate limits, fast retries, a fake clock), adjusted by mutate
+// and then by opts.
+func newHarness(t *testing.T, mutate func(*config.Config), opts ...kproxytest.Option) *harness {
 	t.Helper()
-	h := &harness{t: t, fake: kalshitest.New(), logs: &syncBuffer{}}
-	h.up = httptest.NewServer(h.fake)
-	t.Cleanup(h.up.Close)
-	cfg := config.Default()
-	cfg.Upstream.URL = h.up.URL
-	rate := 10000.0
-	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate
-	cfg.Upstream.Timeout = config.Duration(2 * time.Second)
-	cfg.Batch.AutoWindow = 0
 	if mutate != nil {
-		mutate(cfg)
+		opts = append([]kproxytest.Option{kproxytest.WithConfig(mutate)}, opts...)
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	a, err := app.New(cfg, app.Options{LogOutput: h.logs, RetryBase: time.Millisecond, RetryCap: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("app.New: %v", err)
-	}
-	h.app = a
-	h.srv = httptest.NewServer(a.Server)
-	t.Cleanup(func() {
-		h.srv.Close()
-		a.Fetcher.Wait()
-		a.Close()
-	})
-	return h
+	p := kproxytest.New(t, opts...)
+	return &harness{Proxy: p, t: t, fake: p.Fake, app: p.App, logs: p.Logs, clock: p.Clock}
 }
 
 // url is kproxy's URL for path.
-func (h *harness) url(path string) string { return h.srv.URL + path }
+func (h *harness) url(path string) string { return h.URL + path }
 
 // get sends a GET with header pairs ("Name", "value", ...) and returns the
 // response with its body read.
 func (h *harness) get(path string, header ...string) (*http.Response, []byte) {
 	h.t.Helper()
-	return h.do(http.MethodGet, path, nil, header...)
+	return h.Do(http.MethodGet, path, nil, header...)
 }
 
 func (h *harness) do(method, path string, body []byte, header ...string) (*http.Response, []byte) {
 	h.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequest(method, h.url(path), rd)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	// No transparent gzip: tests look at exactly what kproxy sends.
-	req.Header.Set("Accept-Encoding", req.Header.Get("Accept-Encoding"))
-	if req.Header.Get("Accept-Encoding") == "" {
-		req.Header.Set("Accept-Encoding", "identity")
-	}
-	resp, err := http.DefaultTransport.RoundTrip(req)
-	if err != nil {
-		h.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		h.t.Fatalf("%s %s: reading body: %v", method, path, err)
-	}
-	return resp, b
+	return h.Do(method, path, body, header...)
 }
 
 // wantHeader fails the test unless resp's header name has value want.

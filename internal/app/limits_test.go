@@ -12,15 +12,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kproxy/kproxy/internal/app"
-	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 	"github.com/kproxy/kproxy/proxy"
 )
 
@@ -28,37 +27,14 @@ import (
 // its limits), tuned by tune, in front of the fake.
 func limitsHarness(t *testing.T, opts app.Options, tune func(*http.Server)) *harness {
 	t.Helper()
-	h := &harness{t: t, fake: kalshitest.New(), logs: &syncBuffer{}}
-	h.up = httptest.NewServer(h.fake)
-	t.Cleanup(h.up.Close)
-	cfg := config.Default()
-	cfg.Upstream.URL = h.up.URL
-	rate := 10000.0
-	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate
-	cfg.Batch.AutoWindow = 0
-	opts.LogOutput = h.logs
-	a, err := app.New(cfg, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.app = a
-	h.srv = httptest.NewUnstartedServer(nil)
-	h.srv.Config = a.Server.HTTPServer("")
-	if tune != nil {
-		tune(h.srv.Config)
-	}
-	h.srv.Start()
-	t.Cleanup(func() {
-		h.srv.Close()
-		a.Fetcher.Wait()
-		a.Close()
-	})
-	return h
+	return newHarness(t, nil,
+		kproxytest.WithAppOptions(func(o *app.Options) { o.BodyTimeout = opts.BodyTimeout }),
+		kproxytest.WithServer(tune))
 }
 
 func (h *harness) dial() net.Conn {
 	h.t.Helper()
-	conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+	conn, err := net.Dial("tcp", h.Addr)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -328,7 +304,7 @@ func TestSlowReaderHoldsNoSharedFetch(t *testing.T) {
 	// The slow reader starts the fetch, then reads nothing.
 	slow := h.dial()
 	fmt.Fprintf(slow, "GET %s HTTP/1.1\r\nHost: kproxy\r\nAccept-Encoding: identity\r\n\r\n", path)
-	eventually(t, 10*time.Second, "the slow reader's fetch is stored", func() bool {
+	kproxytest.Eventually(t, 10*time.Second, "the slow reader's fetch is stored", func() bool {
 		_, ok := h.app.Store.Get(path)
 		return ok
 	})

@@ -13,12 +13,7 @@ package app_test
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +37,7 @@ import (
 	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 const (
@@ -112,28 +108,14 @@ type answer struct {
 	err    error
 }
 
-// send makes one request to base+path; safe to call from any goroutine.
+// send makes one request to url; safe to call from any goroutine.
 func send(method, url string, body []byte, header ...string) answer {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
+	a := kproxytest.Send(method, url, body, header...)
+	r := answer{body: a.Body, took: a.Took, err: a.Err}
+	if a.Response != nil {
+		r.status, r.header = a.Response.StatusCode, a.Response.Header
 	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		return answer{err: err}
-	}
-	req.Header.Set("Accept-Encoding", "identity")
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	start := time.Now()
-	resp, err := http.DefaultTransport.RoundTrip(req)
-	if err != nil {
-		return answer{err: err, took: time.Since(start)}
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return answer{status: resp.StatusCode, header: resp.Header, body: b, took: time.Since(start), err: err}
+	return r
 }
 
 func (h *harness) send(method, path string, body []byte, header ...string) answer {
@@ -241,25 +223,12 @@ func breakerState(t *testing.T, h *harness) string {
 	return r.Breaker
 }
 
-// eventually polls cond every few milliseconds until it holds or limit
-// passes.
-func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, limit)
-		}
-		time.Sleep(3 * time.Millisecond)
-	}
-}
-
 // awaitRecovery waits for the open breaker's timeout to pass (readiness
 // reports half-open), then sends a probe for a cold key and checks the
 // breaker closes.
 func awaitRecovery(t *testing.T, h *harness, probe string) {
 	t.Helper()
-	eventually(t, 5*time.Second, "breaker leaves open", func() bool { return breakerState(t, h) != "open" })
+	kproxytest.Eventually(t, 5*time.Second, "breaker leaves open", func() bool { return breakerState(t, h) != "open" })
 	a := h.send(http.MethodGet, probe, nil)
 	if a.err != nil || a.status != http.StatusOK {
 		t.Fatalf("probe %s after recovery: %d %s %v, want 200", probe, a.status, a.body, a.err)
@@ -316,16 +285,14 @@ func (s *switchable) down() {
 
 func (s *switchable) up(t *testing.T) {
 	t.Helper()
-	var ln net.Listener
-	var err error
-	for range 50 {
-		if ln, err = net.Listen("tcp", s.addr); err == nil {
+	// The old listener's port may take a moment to be free again.
+	kproxytest.Eventually(t, time.Second, "listening again on "+s.addr, func() bool {
+		ln, err := net.Listen("tcp", s.addr)
+		if err == nil {
 			s.serve(ln)
-			return
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("listening again on %s: %v", s.addr, err)
+		return err == nil
+	})
 }
 
 // resilienceHarness is newHarness with the upstream on a switchable
@@ -337,8 +304,9 @@ func (s *switchable) up(t *testing.T) {
 func resilienceHarness(t *testing.T, mutate func(*config.Config)) (*harness, *switchable) {
 	t.Helper()
 	up := newSwitchable(t)
+	fake := kalshitest.New()
+	up.handler.Store(fake)
 	h := newHarness(t, func(cfg *config.Config) {
-		cfg.Upstream.URL = "http://" + up.addr
 		cfg.Upstream.Timeout = config.Duration(100 * time.Millisecond)
 		cfg.Upstream.MaxRetries = 2
 		cfg.Breaker.ConsecutiveFailures = 7
@@ -348,8 +316,7 @@ func resilienceHarness(t *testing.T, mutate func(*config.Config)) (*harness, *sw
 		if mutate != nil {
 			mutate(cfg)
 		}
-	})
-	up.handler.Store(h.fake)
+	}, kproxytest.WithFake(fake), kproxytest.WithUpstreamURL("http://"+up.addr))
 	return h, up
 }
 
@@ -360,7 +327,7 @@ func primeStale(t *testing.T, h *harness, path string, ttl time.Duration) []byte
 	if a.err != nil || a.status != http.StatusOK || a.header.Get("X-Cache") != "MISS" {
 		t.Fatalf("priming %s: %d %q %v", path, a.status, a.header.Get("X-Cache"), a.err)
 	}
-	time.Sleep(ttl + 20*time.Millisecond)
+	h.clock.Advance(ttl + 20*time.Millisecond)
 	return a.body
 }
 
@@ -607,7 +574,7 @@ func TestBreakerHalfOpenLetsConfiguredProbesThrough(t *testing.T) {
 	if got := breakerState(t, h); got != "open" {
 		t.Fatalf("breaker after 1 failure with threshold 1: %q, want open", got)
 	}
-	eventually(t, 5*time.Second, "breaker half-open", func() bool { return breakerState(t, h) == "half-open" })
+	kproxytest.Eventually(t, 5*time.Second, "breaker half-open", func() bool { return breakerState(t, h) == "half-open" })
 	if got := metric(t, h, "kproxy_breaker_state"); got != 1 {
 		t.Errorf("kproxy_breaker_state while half-open = %v, want 1", got)
 	}
@@ -619,7 +586,7 @@ func TestBreakerHalfOpenLetsConfiguredProbesThrough(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		go func() { probes <- h.send(http.MethodGet, marketPath(10+i), nil) }()
 	}
-	eventually(t, 5*time.Second, "two probes reach the upstream", func() bool { return h.fake.Total()-arr == 2 })
+	kproxytest.Eventually(t, 5*time.Second, "two probes reach the upstream", func() bool { return h.fake.Total()-arr == 2 })
 	// Both probe slots are taken: everything else fails fast.
 	var times latencies
 	for i := 0; i < 5; i++ {
@@ -663,7 +630,7 @@ func TestBreakerFlappingUpstream(t *testing.T) {
 		if cycle == 2 {
 			// Still failing when the probe goes: the breaker opens again
 			// after one failed probe.
-			eventually(t, 5*time.Second, "half-open", func() bool { return breakerState(t, h) == "half-open" })
+			kproxytest.Eventually(t, 5*time.Second, "half-open", func() bool { return breakerState(t, h) == "half-open" })
 			arr := h.fake.Total()
 			if a := cold(); a.status != 500 {
 				t.Errorf("cycle %d: failing probe: %d, want the upstream's 500", cycle, a.status)
@@ -791,20 +758,22 @@ func TestEntriesLiveExactlyAsLongAsTheirWindows(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, func(c *config.Config) { setRoute(c, marketPattern, ttl, tt.swr, tt.sie) })
+			// The store's retention (ristretto's TTL) runs on the wall
+			// clock: the wall clock is what is tested here.
+			h := newHarness(t, func(c *config.Config) { setRoute(c, marketPattern, ttl, tt.swr, tt.sie) }, kproxytest.WithRealClock())
 			path := marketPath(1)
 			key := path
 			start := time.Now()
 			cached := h.send(http.MethodGet, path, nil).body
 			h.fake.SetFault(kalshitest.Fault{Status: 500})
-			time.Sleep(time.Until(start.Add(250 * time.Millisecond)))
+			time.Sleep(time.Until(start.Add(250 * time.Millisecond))) // wall-clock retention under test
 			if _, ok := h.app.Store.Get(key); !ok {
 				t.Fatalf("entry gone %v after the fetch, want it kept for ttl+400ms", time.Since(start))
 			}
 			wantStale(t, "inside the windows", h.send(http.MethodGet, path, nil), cached, tt.detail)
 			h.app.Fetcher.Wait()
 			// Past both windows: gone, and the failure reaches the client.
-			time.Sleep(time.Until(start.Add(ttl + 400*time.Millisecond + 150*time.Millisecond)))
+			time.Sleep(time.Until(start.Add(ttl + 400*time.Millisecond + 150*time.Millisecond))) // wall-clock retention under test
 			if _, ok := h.app.Store.Get(key); ok {
 				t.Errorf("entry still stored %v after the fetch, want it gone after ttl+400ms", time.Since(start))
 			}
@@ -874,7 +843,7 @@ func TestCacheHitsAreNotSlowedByAnExhaustedBucket(t *testing.T) {
 		go func() { defer wg.Done(); h.send(http.MethodGet, marketPath(i), nil) }()
 	}
 	t.Cleanup(wg.Wait)
-	eventually(t, 5*time.Second, "requests waiting for tokens", func() bool { return metric(t, h, "kproxy_ratelimit_wait_seconds") >= 3 })
+	kproxytest.Eventually(t, 5*time.Second, "requests waiting for tokens", func() bool { return metric(t, h, "kproxy_ratelimit_wait_seconds") >= 3 })
 	var times latencies
 	for i := 0; i < 20; i++ {
 		a := h.send(http.MethodGet, hot, nil)
@@ -895,11 +864,11 @@ func TestCoalescedFollowersSpendNoToken(t *testing.T) {
 	t.Cleanup(release)
 	answers := make(chan answer, 10)
 	go func() { answers <- h.send(http.MethodGet, path, nil) }()
-	eventually(t, 5*time.Second, "the leader's fetch reaches the upstream", func() bool { return h.fake.Total() == 1 })
+	kproxytest.Eventually(t, 5*time.Second, "the leader's fetch reaches the upstream", func() bool { return h.fake.Total() == 1 })
 	for i := 0; i < 9; i++ {
 		go func() { answers <- h.send(http.MethodGet, path, nil) }()
 	}
-	time.Sleep(100 * time.Millisecond) // let the followers join the flight
+	h.AwaitInFlight(10) // the followers reached kproxy while the fetch is held
 	release()
 	collapsed := 0
 	for i := 0; i < 10; i++ {
@@ -1061,30 +1030,9 @@ func TestWriteBucketIsSeparateFromReadBucket(t *testing.T) {
 	}
 }
 
-// writeKey writes key as a PKCS#8 PEM file and returns its path.
-func writeKey(t *testing.T, key *rsa.PrivateKey) string {
-	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := filepath.Join(t.TempDir(), "kproxy.pem")
-	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
 func TestOwnKeySignsSharedFetches(t *testing.T) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := newHarness(t, func(c *config.Config) {
-		c.Upstream.APIKeyID = "kproxy-key-id"
-		c.Upstream.PrivateKeyFile = writeKey(t, key)
-	})
-	h.fake.SetPublicKey(&key.PublicKey)
+	// kproxy's own key; the fake verifies every signature.
+	h := newHarness(t, nil, kproxytest.WithSigning())
 
 	// A client with a bogus signature: forwarded as is, the fake would
 	// answer 401.
@@ -1104,7 +1052,7 @@ func TestOwnKeySignsSharedFetches(t *testing.T) {
 		t.Fatalf("upstream saw %d requests, want 3", len(reqs))
 	}
 	for _, r := range reqs {
-		if got := r.Header.Get(kalshitest.HeaderKey); got != "kproxy-key-id" {
+		if got := r.Header.Get(kalshitest.HeaderKey); got != h.Config.Upstream.APIKeyID {
 			t.Errorf("%s: KALSHI-ACCESS-KEY = %q, want kproxy's key id", r.Path, got)
 		}
 		if got := r.Header.Get("Authorization"); got != "" {
@@ -1128,7 +1076,7 @@ func TestOwnKeySignsSharedFetches(t *testing.T) {
 	// Private routes keep the client's own credentials.
 	balance := "/trade-api/v2/portfolio/balance"
 	ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	sig, err := kalshitest.Sign(key, ts, http.MethodGet, balance)
+	sig, err := kalshitest.Sign(kalshitest.TestKey(t), ts, http.MethodGet, balance)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1186,8 +1134,8 @@ func TestMetricsExposeEveryContractMetric(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); h.send(http.MethodGet, marketPath(3), nil) }()
 	}
-	eventually(t, 5*time.Second, "leader upstream", func() bool { return h.fake.Total() > arr })
-	time.Sleep(50 * time.Millisecond)
+	kproxytest.Eventually(t, 5*time.Second, "leader upstream", func() bool { return h.fake.Total() > arr })
+	h.AwaitInFlight(5) // the others reached kproxy while the fetch is held
 	release()
 	wg.Wait()
 	// A batch item.
@@ -1310,28 +1258,11 @@ func TestAccessLogHasFieldsAndNoCredentials(t *testing.T) {
 // shutdownApp runs a kproxy on a real listener in front of fake, the way
 // main does, and returns its base URL, the cancel that starts the drain,
 // and the channel Serve's result arrives on.
-func shutdownApp(t *testing.T, fake *kalshitest.Server, shutdownTimeout time.Duration) (*app.App, string, context.CancelFunc, chan error) {
+func shutdownApp(t *testing.T, fake *kalshitest.Server, shutdownTimeout time.Duration) (*app.App, string, func(), <-chan error) {
 	t.Helper()
-	up := httptest.NewServer(fake)
-	t.Cleanup(up.Close)
-	cfg := config.Default()
-	cfg.Upstream.URL = up.URL
-	cfg.ShutdownTimeout = config.Duration(shutdownTimeout)
-	cfg.Batch.AutoWindow = 0
-	a, err := app.New(cfg, app.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(a.Close)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx, ln) }()
-	return a, "http://" + ln.Addr().String(), cancel, served
+	p := kproxytest.New(t, kproxytest.WithServe(), kproxytest.WithFake(fake),
+		kproxytest.WithConfig(func(c *config.Config) { c.ShutdownTimeout = config.Duration(shutdownTimeout) }))
+	return p.App, p.URL, p.Drain, p.Served()
 }
 
 func readyzDirect(a *app.App) (int, string) {
@@ -1350,16 +1281,16 @@ func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
 	t.Cleanup(release)
 	inflight := make(chan answer, 1)
 	go func() { inflight <- send(http.MethodGet, base+marketPath(1), nil) }()
-	eventually(t, 5*time.Second, "request in flight", func() bool { return fake.Total() == 1 })
+	kproxytest.Eventually(t, 5*time.Second, "request in flight", func() bool { return fake.Total() == 1 })
 
 	start := time.Now()
 	cancel() // what SIGTERM does in main
-	eventually(t, 2*time.Second, "readyz 503 draining", func() bool {
+	kproxytest.Eventually(t, 2*time.Second, "readyz 503 draining", func() bool {
 		code, body := readyzDirect(a)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, `"status":"draining"`)
 	})
 	host := strings.TrimPrefix(base, "http://")
-	eventually(t, 2*time.Second, "new connections refused", func() bool {
+	kproxytest.Eventually(t, 2*time.Second, "new connections refused", func() bool {
 		c, err := net.DialTimeout("tcp", host, 100*time.Millisecond)
 		if err == nil {
 			c.Close()
@@ -1396,7 +1327,7 @@ func TestShutdownTimeoutBoundsTheDrain(t *testing.T) {
 	t.Cleanup(release)
 	inflight := make(chan answer, 1)
 	go func() { inflight <- send(http.MethodGet, base+marketPath(1), nil) }()
-	eventually(t, 5*time.Second, "request in flight", func() bool { return fake.Total() == 1 })
+	kproxytest.Eventually(t, 5*time.Second, "request in flight", func() bool { return fake.Total() == 1 })
 	start := time.Now()
 	cancel()
 	select {

@@ -31,6 +31,7 @@ import (
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 var (
@@ -99,7 +100,7 @@ func TestSoak(t *testing.T) {
 		c.Breaker.ConsecutiveFailures = 1000 // faults on one route must not stop the others
 		c.Log.Access = false
 		setRoute(c, marketPattern, 200*time.Millisecond, 200*time.Millisecond, 10*time.Minute)
-	})
+	}, kproxytest.WithRealClock()) // a soak: entries expire and refill on the wall clock
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}, Timeout: 10 * time.Second}
 	deadline := time.Now().Add(dur)
 	start := time.Now()
@@ -152,10 +153,16 @@ func TestSoak(t *testing.T) {
 	var wg sync.WaitGroup
 	loop := func(name string, every time.Duration, body func(i int)) {
 		wg.Go(func() {
+			var tick <-chan time.Time
+			if every > 0 {
+				t := time.NewTicker(every)
+				defer t.Stop()
+				tick = t.C
+			}
 			for i := 0; time.Now().Before(deadline); i++ {
 				body(i)
-				if every > 0 {
-					time.Sleep(every)
+				if tick != nil {
+					<-tick
 				}
 			}
 		})
@@ -292,13 +299,14 @@ func TestSoak(t *testing.T) {
 	var samples []soakSample
 	every := max(dur/60, 100*time.Millisecond)
 	wg.Go(func() {
-		for time.Now().Before(deadline) {
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for ; time.Now().Before(deadline); <-tick.C {
 			h.fake.Reset()
 			runtime.GC()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			samples = append(samples, soakSample{at: time.Since(start), rss: rssBytes(), heap: float64(ms.HeapAlloc), goroutines: float64(runtime.NumGoroutine()), fds: openFDs()})
-			time.Sleep(every)
 		}
 	})
 	wg.Wait()

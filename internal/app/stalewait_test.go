@@ -11,7 +11,6 @@ package app_test
 import (
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 // gate is an upstream transport that counts attempts and, once armed,
@@ -71,37 +71,23 @@ func (g *gate) attempts() int {
 func staleHarness(t *testing.T, mutate func(*config.Config)) (*harness, *switchable, *gate) {
 	t.Helper()
 	up := newSwitchable(t)
-	h := &harness{t: t, fake: kalshitest.New(), logs: &syncBuffer{}}
-	up.handler.Store(h.fake)
-	cfg := config.Default()
-	cfg.Upstream.URL = "http://" + up.addr
-	rate := 10000.0
-	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate
-	cfg.Upstream.Timeout = config.Duration(5 * time.Second)
-	cfg.Upstream.MaxRetries = 2
-	cfg.Breaker.ConsecutiveFailures = 100
-	cfg.Batch.AutoWindow = 0
-	cfg.Cache.StaleWait = config.Duration(100 * time.Millisecond)
-	setRoute(cfg, marketPattern, 50*time.Millisecond, 0, 10*time.Minute)
-	if mutate != nil {
-		mutate(cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
+	fake := kalshitest.New()
+	up.handler.Store(fake)
 	g := &gate{next: &http.Transport{}}
-	a, err := app.New(cfg, app.Options{LogOutput: h.logs, Transport: g, RetryBase: time.Second, RetryCap: time.Second})
-	if err != nil {
-		t.Fatalf("app.New: %v", err)
-	}
-	h.app = a
-	h.srv = httptest.NewServer(a.Server)
-	t.Cleanup(func() {
-		h.fake.SetFault(kalshitest.Fault{})
-		h.srv.Close()
-		a.Fetcher.Wait()
-		a.Close()
-	})
+	h := newHarness(t, func(cfg *config.Config) {
+		cfg.Upstream.Timeout = config.Duration(5 * time.Second)
+		cfg.Upstream.MaxRetries = 2
+		cfg.Breaker.ConsecutiveFailures = 100
+		cfg.Cache.StaleWait = config.Duration(100 * time.Millisecond)
+		setRoute(cfg, marketPattern, 50*time.Millisecond, 0, 10*time.Minute)
+		if mutate != nil {
+			mutate(cfg)
+		}
+	},
+		kproxytest.WithFake(fake),
+		kproxytest.WithUpstreamURL("http://"+up.addr),
+		kproxytest.WithAppOptions(func(o *app.Options) { o.Transport, o.RetryBase, o.RetryCap = g, time.Second, time.Second }))
+	t.Cleanup(func() { fake.SetFault(kalshitest.Fault{}) })
 	return h, up, g
 }
 
@@ -252,7 +238,7 @@ func TestStaleWaitZeroWaitsForTheFetch(t *testing.T) {
 	t.Cleanup(release)
 	done := make(chan answer, 1)
 	go func() { done <- h.send(http.MethodGet, path, nil) }()
-	eventually(t, 5*time.Second, "the fetch reaches the upstream", func() bool { return h.fake.Count(path) == 2 })
+	kproxytest.Eventually(t, 5*time.Second, "the fetch reaches the upstream", func() bool { return h.fake.Count(path) == 2 })
 	select {
 	case a := <-done:
 		t.Fatalf("answered %d %q while the fetch is stalled, want it to wait (stale_wait 0)", a.status, a.header.Get("X-Cache"))
@@ -275,7 +261,7 @@ func TestStaleAnsweredAtOnceThroughAutomaticBatching(t *testing.T) {
 	p1, p2 := marketPath(1), marketPath(2)
 	h.send(http.MethodGet, p1, nil)
 	h.send(http.MethodGet, p2, nil)
-	time.Sleep(70 * time.Millisecond) // past the 50ms ttl
+	h.clock.Advance(70 * time.Millisecond) // past the 50ms ttl
 	release := g.arm()
 	t.Cleanup(release)
 	h.fake.SetFault(kalshitest.Fault{Status: 503})

@@ -3,60 +3,25 @@ package legacy_test
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"testing"
-	"time"
 
-	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
-	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
-// proxied is a kproxy in front of a fake Kalshi.
-type proxied struct {
-	fake     *kalshitest.Server
-	up, srv  *httptest.Server
-	upstream string
-}
-
-func start(t *testing.T, mutate func(*config.Config)) *proxied {
+func start(t *testing.T, mutate func(*config.Config)) *kproxytest.Proxy {
 	t.Helper()
-	p := &proxied{fake: kalshitest.New()}
-	p.up = httptest.NewServer(p.fake)
-	t.Cleanup(p.up.Close)
-	cfg := config.Default()
-	cfg.Upstream.URL = p.up.URL
-	cfg.Upstream.Timeout = config.Duration(2 * time.Second)
-	cfg.Batch.AutoWindow = 0
-	mutate(cfg)
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	a, err := app.New(cfg, app.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.srv = httptest.NewServer(a.Server)
-	t.Cleanup(func() { p.srv.Close(); a.Fetcher.Wait(); a.Close() })
-	return p
+	return kproxytest.New(t, kproxytest.WithConfig(mutate))
 }
 
 func get(t *testing.T, url string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Accept-Encoding", "identity")
-	resp, err := http.DefaultTransport.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
+	a := kproxytest.Send(http.MethodGet, url, nil)
+	if a.Err != nil {
+		t.Fatal(a.Err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp, b
+	return a.Response, a.Body
 }
 
 const (
@@ -77,9 +42,9 @@ var paths = []string{
 func TestShimOffIsByteIdentical(t *testing.T) {
 	p := start(t, func(*config.Config) {})
 	for _, path := range paths {
-		_, direct := get(t, p.up.URL+path)
+		_, direct := get(t, p.UpstreamURL+path)
 		for _, want := range []string{"MISS", "HIT"} {
-			resp, body := get(t, p.srv.URL+path)
+			resp, body := get(t, p.URL+path)
 			if got := resp.Header.Get("X-Cache"); got != want {
 				t.Errorf("%s: X-Cache = %q, want %q", path, got, want)
 			}
@@ -113,7 +78,7 @@ func TestShimOnAddsLegacyFields(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"MISS", "HIT"} {
-		resp, body := get(t, p.srv.URL+paths[1])
+		resp, body := get(t, p.URL+paths[1])
 		if got := resp.Header.Get("X-Cache"); got != want {
 			t.Errorf("X-Cache = %q, want %q", got, want)
 		}
@@ -126,16 +91,16 @@ func TestShimOnAddsLegacyFields(t *testing.T) {
 		}
 		check("single "+want, one.Market)
 	}
-	if n := p.fake.Count("/trade-api/v2/markets/" + vr); n != 1 {
+	if n := p.Fake.Count("/trade-api/v2/markets/" + vr); n != 1 {
 		t.Errorf("upstream asked %d times, want 1", n)
 	}
-	_, body := get(t, p.srv.URL+paths[0])
+	_, body := get(t, p.URL+paths[0])
 	var page struct{ Markets []market }
 	json.Unmarshal(body, &page)
 	for _, m := range page.Markets {
 		check("page", m)
 	}
-	_, body = get(t, p.srv.URL+paths[3])
+	_, body = get(t, p.URL+paths[3])
 	var ev struct {
 		Event   struct{ Markets []market }
 		Markets []market
@@ -147,7 +112,7 @@ func TestShimOnAddsLegacyFields(t *testing.T) {
 	for _, m := range append(ev.Event.Markets, ev.Markets...) {
 		check("event", m)
 	}
-	_, body = get(t, p.srv.URL+paths[2])
+	_, body = get(t, p.URL+paths[2])
 	var ob struct {
 		Orderbook *struct{ Yes, No [][]int } `json:"orderbook"`
 	}
@@ -165,11 +130,11 @@ func TestShimRouteOverride(t *testing.T) {
 		c.Compat.LegacyFields = true
 		c.Cache.Overrides = append(c.Cache.Overrides, config.Override{Pattern: "/trade-api/v2/markets/{ticker}", LegacyFields: &off})
 	})
-	_, direct := get(t, p.up.URL+paths[1])
-	if _, body := get(t, p.srv.URL+paths[1]); !bytes.Equal(body, direct) {
+	_, direct := get(t, p.UpstreamURL+paths[1])
+	if _, body := get(t, p.URL+paths[1]); !bytes.Equal(body, direct) {
 		t.Errorf("route with legacy_fields false: body changed:\n%s", body)
 	}
-	if _, body := get(t, p.srv.URL+paths[0]); !bytes.Contains(body, []byte(`"yes_bid":`)) {
+	if _, body := get(t, p.URL+paths[0]); !bytes.Contains(body, []byte(`"yes_bid":`)) {
 		t.Errorf("/markets with compat.legacy_fields: no yes_bid in %s", body)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 	"github.com/kproxy/kproxy/internal/live"
 )
 
@@ -103,7 +104,7 @@ func BenchmarkStaleness(b *testing.B) {
 func staleness(b *testing.B, withLive bool) []time.Duration {
 	b.Helper()
 	b.StopTimer()
-	r := start(b, func(c *config.Config) { c.Live.Enabled = withLive })
+	r := start(b, func(c *config.Config) { c.Live.Enabled = withLive }, kproxytest.WithRealClock()) // staleness in wall time
 	if withLive {
 		r.hot(vr)
 	} else {
@@ -142,8 +143,10 @@ func staleness(b *testing.B, withLive bool) []time.Duration {
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	var ages []time.Duration
 	end := time.Now().Add(3 * time.Second)
-	for time.Now().Before(end) {
-		resp, err := client.Get(r.srv.URL + vrP)
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for ; time.Now().Before(end); <-poll.C {
+		resp, err := client.Get(r.URL + vrP)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -165,7 +168,6 @@ func staleness(b *testing.B, withLive bool) []time.Duration {
 		}
 		mu.Unlock()
 		ages = append(ages, age)
-		time.Sleep(10 * time.Millisecond)
 	}
 	close(done)
 	wg.Wait()
@@ -197,27 +199,26 @@ func restCalls(b *testing.B, withLive bool) float64 {
 		c.Live.Enabled = withLive
 		c.Upstream.ReadRate, c.Upstream.WriteRate = nil, nil // the tier's
 		c.Batch.AutoWindow = config.Duration(2 * time.Millisecond)
-	})
+	}, kproxytest.WithRealClock()) // ttls expire in wall time: calls per minute
 	markets := r.fake.MarketTickers("KXBIGSERIES")[:50]
 	b.StartTimer()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
+	// One tick every 4 ms polls the next market: each of the 50 is polled
+	// every 200 ms, the pollers spread over the period.
 	poll := func(d time.Duration) {
 		var wg sync.WaitGroup
-		for i, m := range markets {
+		t := time.NewTicker(200 * time.Millisecond / time.Duration(len(markets)))
+		defer t.Stop()
+		end := time.Now().Add(d)
+		for i := 0; time.Now().Before(end); i++ {
+			m := markets[i%len(markets)]
 			wg.Go(func() {
-				// Spread the 50 pollers over the 200 ms period.
-				time.Sleep(time.Duration(i) * 4 * time.Millisecond)
-				t := time.NewTicker(200 * time.Millisecond)
-				defer t.Stop()
-				end := time.Now().Add(d)
-				for time.Now().Before(end) {
-					if resp, err := client.Get(r.srv.URL + "/trade-api/v2/markets/" + m); err == nil {
-						io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-					}
-					<-t.C
+				if resp, err := client.Get(r.URL + "/trade-api/v2/markets/" + m); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
 				}
 			})
+			<-t.C
 		}
 		wg.Wait()
 	}

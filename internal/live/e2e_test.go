@@ -3,110 +3,38 @@ package live_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 	"github.com/kproxy/kproxy/internal/live"
 )
-
-var (
-	keyOnce sync.Once
-	rsaKey  *rsa.PrivateKey
-)
-
-func testKey(t testing.TB) *rsa.PrivateKey {
-	keyOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rsaKey = k
-	})
-	return rsaKey
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // rig is kproxy with live.enabled in front of a fake Kalshi that checks
 // every signature, REST and WebSocket.
 type rig struct {
+	*kproxytest.Proxy
 	t    testing.TB
 	fake *kalshitest.Server
-	up   *httptest.Server
 	a    *app.App
-	srv  *httptest.Server
-	logs *syncBuffer
+	logs *kproxytest.Buffer
 }
 
-func start(t testing.TB, mutate func(*config.Config)) *rig {
+func start(t testing.TB, mutate func(*config.Config), extra ...kproxytest.Option) *rig {
 	t.Helper()
-	r := &rig{t: t, fake: kalshitest.New(), logs: &syncBuffer{}}
-	k := testKey(t)
-	r.fake.SetPublicKey(&k.PublicKey)
-	r.fake.SetWSHeartbeat(50 * time.Millisecond)
-	r.up = httptest.NewServer(r.fake)
-	t.Cleanup(r.up.Close)
-	pemFile := filepath.Join(t.TempDir(), "key.pem")
-	if err := os.WriteFile(pemFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Default()
-	cfg.Upstream.URL = r.up.URL
-	cfg.Upstream.APIKeyID = "kproxy-test-key"
-	cfg.Upstream.PrivateKeyFile = pemFile
-	rate := 10000.0
-	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate
-	cfg.Batch.AutoWindow = 0
-	cfg.Live.Enabled = true
-	cfg.Log.Access = false
+	opts := append([]kproxytest.Option{kproxytest.WithLive()}, extra...)
 	if mutate != nil {
-		mutate(cfg)
+		opts = append(opts, kproxytest.WithConfig(mutate))
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	a, err := app.New(cfg, app.Options{LogOutput: r.logs, RetryBase: time.Millisecond, RetryCap: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.a = a
-	r.srv = httptest.NewServer(a.Server)
-	t.Cleanup(func() {
-		r.srv.Close()
-		a.Fetcher.Wait()
-		a.Close()
-	})
-	return r
+	p := kproxytest.New(t, opts...)
+	return &rig{Proxy: p, t: t, fake: p.Fake, a: p.App, logs: p.Logs}
 }
 
 func (r *rig) ctx() context.Context {
@@ -125,25 +53,14 @@ func (r *rig) wait(what string, cond func(live.Stats) bool) {
 
 func (r *rig) get(path string) (*http.Response, []byte) {
 	r.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, r.srv.URL+path, nil)
-	req.Header.Set("Accept-Encoding", "identity")
-	resp, err := http.DefaultTransport.RoundTrip(req)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return resp, b
+	return r.Get(path)
 }
 
 // direct is the fake's own answer, bypassing kproxy (it counts as an
 // upstream request).
 func (r *rig) direct(path string) []byte {
 	r.t.Helper()
-	resp, err := http.Get(r.up.URL + path)
+	resp, err := http.Get(r.UpstreamURL + path)
 	if err != nil {
 		r.t.Fatal(err)
 	}

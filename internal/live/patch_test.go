@@ -3,7 +3,6 @@ package live
 import (
 	"bytes"
 	"compress/gzip"
-	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
@@ -18,26 +17,13 @@ import (
 	"github.com/kproxy/kproxy/cache"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/fetch"
+	"github.com/kproxy/kproxy/internal/kalshitest"
 	"github.com/kproxy/kproxy/internal/legacy"
 	"github.com/kproxy/kproxy/internal/route"
 	"github.com/kproxy/kproxy/internal/upstream"
 )
 
-var (
-	keyOnce sync.Once
-	testKey *rsa.PrivateKey
-)
-
-func key(t testing.TB) *rsa.PrivateKey {
-	keyOnce.Do(func() {
-		k, err := rsa.GenerateKey(rand.Reader, 2048)
-		if err != nil {
-			t.Fatal(err)
-		}
-		testKey = k
-	})
-	return testKey
-}
+func key(t testing.TB) *rsa.PrivateKey { return kalshitest.TestKey(t) }
 
 func readFile(t testing.TB, name string) []byte {
 	t.Helper()

@@ -1,14 +1,13 @@
 package status_test
 
 import (
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 
 	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
-	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 type discard struct {
@@ -22,17 +21,10 @@ func (w *discard) WriteHeader(status int)      { w.status = status }
 
 func benchApp(b *testing.B, statusOn bool) *app.App {
 	b.Helper()
-	up := httptest.NewServer(kalshitest.New())
-	b.Cleanup(up.Close)
-	cfg := config.Default()
-	cfg.Upstream.URL = up.URL
-	cfg.Status.Enabled = statusOn
-	a, err := app.New(cfg, app.Options{LogOutput: io.Discard})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(a.Close)
-	return a
+	// The wall clock: a hit reads no test clock.
+	p := kproxytest.New(b, kproxytest.WithRealClock(),
+		kproxytest.WithConfig(func(c *config.Config) { c.Status.Enabled = statusOn }))
+	return p.App
 }
 
 // benchHit serves a warm key with the status collector sampling in the

@@ -23,6 +23,7 @@ import (
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 // browserLog collects what the page did that a user would notice: console
@@ -90,21 +91,15 @@ func chromium(t *testing.T) string {
 func TestStatusPageInBrowser(t *testing.T) {
 	exe := chromium(t)
 	shot := os.Getenv("KPROXY_SCREENSHOT")
-	k := start(t, func(c *config.Config) {
-		if shot != "" {
-			// The shipped budget, so the gauges show a realistic share.
-			c.Upstream.ReadRate, c.Upstream.WriteRate = nil, nil
-			return
-		}
-		// Without the screenshot's 40 s of real time, the slow poller
-		// (slowPoll) polls a market list whose copy is expired at once:
-		// a ttl of 1ns and no stale-while-revalidate make every later
-		// poll a MISS that refetches its expired copy, and no stale_wait
-		// lets each poll wait for its own fetch.
-		c.Cache.Overrides = append(c.Cache.Overrides, config.Override{Pattern: marketList,
-			TTL: ptr(config.Duration(time.Nanosecond)), StaleWhileRevalidate: ptr(config.Duration(0))})
-		c.Cache.StaleWait = 0
-	})
+	var k *kproxy
+	if shot != "" {
+		// 40 s of real traffic on the wall clock; the shipped budget, so
+		// the gauges show a realistic share.
+		k = start(t, func(c *config.Config) { c.Upstream.ReadRate, c.Upstream.WriteRate = nil, nil },
+			kproxytest.WithRealClock())
+	} else {
+		k = start(t, listWindows(0))
+	}
 
 	timeout := 40 * time.Second
 	if shot != "" {
@@ -135,7 +130,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 
 	if err := chromedp.Do(bctx,
 		chromedp.EmulateViewport(1280, 900),
-		chromedp.Navigate(k.srv.URL+"/status"),
+		chromedp.Navigate(k.URL+"/status"),
 	); err != nil {
 		t.Fatalf("loading /status: %v", err)
 	}
@@ -149,7 +144,10 @@ func TestStatusPageInBrowser(t *testing.T) {
 		want = k.workload(t, 40*time.Second)
 	} else {
 		want = k.traffic(t)
-		for range 6 {
+		for i := range 6 { // every 3 s on the fake clock
+			if i > 0 {
+				k.Clock.Advance(pollEvery)
+			}
 			k.slowPoll(t)
 		}
 		want.polls = 6

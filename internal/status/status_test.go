@@ -4,62 +4,46 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 	"github.com/kproxy/kproxy/internal/redistest"
 	"github.com/kproxy/kproxy/internal/status"
 )
 
 // kproxy is a whole kproxy in front of a fake Kalshi, both on loopback.
 type kproxy struct {
-	t     *testing.T
-	fake  *kalshitest.Server
-	upURL string
-	app   *app.App
-	srv   *httptest.Server
+	*kproxytest.Proxy
+	t    *testing.T
+	fake *kalshitest.Server
+	app  *app.App
 }
 
-func start(t *testing.T, mutate func(*config.Config)) *kproxy {
+// start runs a kproxy with test rates, no retries and the configuration
+// mutate changes (nil: none), on a fake clock unless options say
+// otherwise.
+func start(t *testing.T, mutate func(*config.Config), options ...kproxytest.Option) *kproxy {
 	t.Helper()
-	k := &kproxy{t: t, fake: kalshitest.New()}
-	up := httptest.NewServer(k.fake)
-	t.Cleanup(up.Close)
-	k.upURL = up.URL
-	cfg := config.Default()
-	cfg.Upstream.URL = up.URL
-	read, write := 500.0, 50.0
-	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &read, &write
-	cfg.Upstream.MaxRetries = 0
-	cfg.Batch.AutoWindow = 0
-	if mutate != nil {
-		mutate(cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	a, err := app.New(cfg, app.Options{Version: "v9.9.9-test", RetryBase: time.Millisecond, RetryCap: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("app.New: %v", err)
-	}
-	k.app = a
-	k.srv = httptest.NewServer(a.Server)
-	t.Cleanup(func() {
-		k.srv.Close()
-		a.Close()
-	})
-	return k
+	p := kproxytest.New(t, append([]kproxytest.Option{kproxytest.WithConfig(func(cfg *config.Config) {
+		read, write := 500.0, 50.0
+		cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &read, &write
+		cfg.Upstream.MaxRetries = 0
+		cfg.Upstream.Timeout = config.Default().Upstream.Timeout
+		if mutate != nil {
+			mutate(cfg)
+		}
+	}), kproxytest.WithAppOptions(func(o *app.Options) { o.Version = "v9.9.9-test" })}, options...)...)
+	return &kproxy{Proxy: p, t: t, fake: p.Fake, app: p.App}
 }
 
 // get sends a GET with header pairs and returns the status and body.
 func (k *kproxy) get(path string, header ...string) (int, []byte) {
 	k.t.Helper()
-	req, err := http.NewRequest(http.MethodGet, k.srv.URL+path, nil)
+	req, err := http.NewRequest(http.MethodGet, k.URL+path, nil)
 	if err != nil {
 		k.t.Fatal(err)
 	}
@@ -117,8 +101,8 @@ func TestEnabledByDefault(t *testing.T) {
 		t.Fatalf("GET /status = %d, want the page", code)
 	}
 	r, _ := k.report()
-	if r.Version != "v9.9.9-test" || r.Upstream != k.upURL {
-		t.Errorf("version, upstream = %q, %q; want v9.9.9-test, %q", r.Version, r.Upstream, k.upURL)
+	if r.Version != "v9.9.9-test" || r.Upstream != k.UpstreamURL {
+		t.Errorf("version, upstream = %q, %q; want v9.9.9-test, %q", r.Version, r.Upstream, k.UpstreamURL)
 	}
 	if r.Budget.ReadRate != 500 || r.Budget.WriteRate != 50 || r.Cache.MaxBytes != 256<<20 || r.Breaker.State != "closed" {
 		t.Errorf("budget %+v, cache %+v, breaker %+v; want the configuration's", r.Budget, r.Cache, r.Breaker)

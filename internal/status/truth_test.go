@@ -331,34 +331,39 @@ func TestTruthPassThroughsAreLeftOut(t *testing.T) {
 }
 
 // url is kproxy's URL of path.
-func (k *kproxy) url(path string) string { return k.srv.URL + path }
+func (k *kproxy) url(path string) string { return k.URL + path }
 
 func ptr[T any](v T) *T { return &v }
 
-// expiredAtOnce makes every stored copy of the market list expired by the
-// next request: a 1ns ttl stands for a poller slower than the ttl without
-// the test waiting out a real one. swr is the list's
-// stale_while_revalidate. No stale_wait: a request that refetches waits
-// for its own fetch.
-func expiredAtOnce(swr time.Duration) func(*config.Config) {
+// pollEvery is how often the slow poller of the tests polls the market
+// list, whose ttl is 2 s.
+const pollEvery = 3 * time.Second
+
+// listWindows sets the market list's stale_while_revalidate to swr and
+// turns stale_wait off: a request that refetches waits for its own fetch.
+func listWindows(swr time.Duration) func(*config.Config) {
 	return func(c *config.Config) {
 		c.Cache.Overrides = append(c.Cache.Overrides, config.Override{Pattern: "/trade-api/v2/markets",
-			TTL: ptr(config.Duration(time.Nanosecond)), StaleWhileRevalidate: ptr(config.Duration(swr))})
+			StaleWhileRevalidate: ptr(config.Duration(swr))})
 		c.Cache.StaleWait = 0
 	}
 }
 
-// One script polls a market list slower than its ttl, 6 times: every
-// poll costs an upstream call (the first a fetch, the others the refetch
-// of an expired copy), the cache saves nothing, and the page says so. No
-// refresh ahead of expiry can change these figures: no poll finds a copy
-// still fresh.
+// One script polls a market list every 3 s, slower than its 2 s ttl, 6
+// times: every poll costs an upstream call (the first a fetch, the others
+// the refetch of an expired copy; no stale_while_revalidate), the cache
+// saves nothing, and the page says so. No refresh ahead of expiry can
+// change these figures: a poll 3 s after the last fetch never finds a
+// copy still fresh, so nothing is refreshed ahead for it.
 func TestTruthSlowPoller(t *testing.T) {
 	const list = "/trade-api/v2/markets?series_ticker=KXFEDDECISION"
-	k := start(t, expiredAtOnce(0))
+	k := start(t, listWindows(0))
 	var s seen
 	c := k.client("nvda-poller", &s)
-	for range 6 {
+	for i := range 6 {
+		if i > 0 {
+			k.Clock.Advance(pollEvery)
+		}
 		c.get(list)
 	}
 	settle(c)
@@ -374,7 +379,7 @@ func TestTruthSlowPoller(t *testing.T) {
 	if r.Requests.Expired != 5 {
 		t.Errorf("expired = %d, want the 5 polls after the first", r.Requests.Expired)
 	}
-	want := "Clients poll /trade-api/v2/markets slower than its ttl (1ns): the cache cannot save these calls; raise the ttl or turn on the live feed."
+	want := "Clients poll /trade-api/v2/markets slower than its ttl (2s): the cache cannot save these calls; raise the ttl or turn on the live feed."
 	if len(r.Advice) != 1 || r.Advice[0] != want {
 		t.Errorf("advice = %q, want [%q]", r.Advice, want)
 	}
@@ -387,10 +392,11 @@ func TestTruthSlowPoller(t *testing.T) {
 // one STALE request and its refresh one upstream call.
 func TestTruthStaleWithRefresh(t *testing.T) {
 	const list = "/trade-api/v2/markets?series_ticker=KXFEDDECISION"
-	k := start(t, expiredAtOnce(time.Hour))
+	k := start(t, listWindows(time.Hour))
 	var s seen
 	c := k.client("bot", &s)
-	c.get(list)          // MISS: the first fetch
+	c.get(list) // MISS: the first fetch
+	k.Clock.Advance(pollEvery)
 	c.get(list)          // STALE: served at once, refreshed behind
 	k.app.Fetcher.Wait() // the refresh has reached the fake
 	settle(c)

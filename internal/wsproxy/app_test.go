@@ -1,10 +1,8 @@
 package wsproxy_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,9 +10,9 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 // TestThroughKproxy runs the pass-through inside a whole kproxy (app.New,
@@ -23,32 +21,16 @@ import (
 func TestThroughKproxy(t *testing.T) {
 	leakCheck(t)
 	fake, up := startFake(t)
-	fake.SetPublicKey(&testKey().PublicKey)
-	cfg := config.Default()
-	cfg.Upstream.URL = up.URL
-	cfg.Log.Access = true
-	cfg.ShutdownTimeout = config.Duration(5 * time.Second)
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	a, err := app.New(cfg, app.Options{LogOutput: logs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- a.Serve(ctx, ln) }()
-	base := "http://" + ln.Addr().String()
+	fake.SetPublicKey(&kalshitest.TestKey(t).PublicKey)
+	p := kproxytest.New(t, kproxytest.WithServe(), kproxytest.WithFake(fake), kproxytest.WithUpstreamURL(up.URL),
+		kproxytest.WithConfig(func(c *config.Config) {
+			c.Log.Access = true
+			c.ShutdownTimeout = config.Duration(5 * time.Second)
+		}))
+	a, base, logs, stop, served := p.App, p.URL, p.Logs, p.Drain, p.Served()
 	bctx := bound(t)
 
-	c, resp, err := websocket.Dial(bctx, "ws://"+ln.Addr().String()+kalshitest.WSPath, &websocket.DialOptions{HTTPHeader: signed(t)})
+	c, resp, err := websocket.Dial(bctx, "ws://"+p.Addr+kalshitest.WSPath, &websocket.DialOptions{HTTPHeader: signed(t)})
 	if err != nil {
 		t.Fatalf("Dial through kproxy: %v (%v)", err, resp)
 	}
@@ -93,11 +75,7 @@ func TestThroughKproxy(t *testing.T) {
 	if err := <-served; err != nil {
 		t.Errorf("Serve = %v, want nil", err)
 	}
-	a.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), `"status":101`) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond) // the access log is flushed every 200ms
-	}
+	a.Close() // flushes the access log
 	if !strings.Contains(logs.String(), `"route":"/trade-api/ws/v2"`) || !strings.Contains(logs.String(), `"status":101`) {
 		t.Errorf("no access line with status 101 for the WebSocket:\n%s", logs.String())
 	}

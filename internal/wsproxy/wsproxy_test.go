@@ -29,17 +29,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/wsproxy"
 )
-
-var testKey = sync.OnceValue(func() *rsa.PrivateKey {
-	k, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		panic(err)
-	}
-	return k
-})
 
 // bound is the limit of every wait in these tests: a broken proxy fails,
 // never hangs.
@@ -48,24 +41,6 @@ func bound(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // gaugeValue reads kproxy_ws_connections.
@@ -82,7 +57,7 @@ type rig struct {
 	p     *wsproxy.Proxy
 	front *httptest.Server
 	m     *metrics.Metrics
-	log   *syncBuffer
+	log   *kproxytest.Buffer
 }
 
 // leakCheck records the goroutine count now and, at cleanup (after every
@@ -91,14 +66,13 @@ func leakCheck(t *testing.T) {
 	t.Helper()
 	base := runtime.NumGoroutine()
 	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > base {
-			buf := make([]byte, 1<<16)
-			t.Errorf("goroutines: %d, want at most %d (the baseline)\n%s", n, base, buf[:runtime.Stack(buf, true)])
-		}
+		defer func() {
+			if n := runtime.NumGoroutine(); n > base {
+				buf := make([]byte, 1<<16)
+				t.Logf("goroutines:\n%s", buf[:runtime.Stack(buf, true)])
+			}
+		}()
+		kproxytest.Eventually(t, 5*time.Second, fmt.Sprintf("goroutines back to the baseline %d", base), func() bool { return runtime.NumGoroutine() <= base })
 	})
 }
 
@@ -111,7 +85,7 @@ func newRig(t *testing.T, upstreamURL string, tune func(*wsproxy.Config)) *rig {
 	}
 	u.Scheme = strings.Replace(u.Scheme, "http", "ws", 1)
 	u.Path = kalshitest.WSPath
-	r := &rig{m: metrics.New(func() (int, int64) { return 0, 0 }), log: &syncBuffer{}}
+	r := &rig{m: metrics.New(func() (int, int64) { return 0, 0 }), log: &kproxytest.Buffer{}}
 	cfg := wsproxy.Config{Upstream: u, Metrics: r.m, Logger: slog.New(slog.NewJSONHandler(r.log, nil)), CloseTimeout: time.Second}
 	if tune != nil {
 		tune(&cfg)
@@ -135,16 +109,10 @@ func (r *rig) wsURL() string {
 	return "ws" + strings.TrimPrefix(r.front.URL, "http") + kalshitest.WSPath
 }
 
-// gauge waits until kproxy_ws_connections is want.
+// waitGauge waits until kproxy_ws_connections is want.
 func (r *rig) waitGauge(t *testing.T, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for gaugeValue(r.m) != want && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if got := gaugeValue(r.m); got != want {
-		t.Fatalf("kproxy_ws_connections = %v, want %v", got, want)
-	}
+	kproxytest.Eventually(t, 5*time.Second, fmt.Sprintf("kproxy_ws_connections = %v", want), func() bool { return gaugeValue(r.m) == want })
 }
 
 // startFake serves a fake Kalshi, with its WebSocket heartbeat off unless
@@ -164,7 +132,7 @@ func startFake(t *testing.T) (*kalshitest.Server, *httptest.Server) {
 func signed(t *testing.T) http.Header {
 	t.Helper()
 	ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	sig, err := kalshitest.Sign(testKey(), ts, http.MethodGet, kalshitest.WSPath)
+	sig, err := kalshitest.Sign(kalshitest.TestKey(t), ts, http.MethodGet, kalshitest.WSPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +164,7 @@ func dial(t *testing.T, r *rig, h http.Header, opts *websocket.DialOptions) *web
 func TestSignedHandshakeVerifiedByUpstream(t *testing.T) {
 	leakCheck(t)
 	fake, up := startFake(t)
-	fake.SetPublicKey(&testKey().PublicKey)
+	fake.SetPublicKey(&kalshitest.TestKey(t).PublicKey)
 	r := newRig(t, up.URL, nil)
 
 	h := signed(t)
