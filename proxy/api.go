@@ -222,6 +222,11 @@ func matchesETag(values []string, etag string) bool {
 // streamed both ways, with the client's own credentials.
 func (s *Server) passThrough(c echo.Context, info *reqInfo) {
 	r := c.Request()
+	if s.offline { // disk.go: nothing goes to Kalshi
+		info.status = http.StatusServiceUnavailable
+		s.refuseOffline(c)
+		return
+	}
 	client, err := s.fetch.ClientName(r.Header, r.RemoteAddr)
 	if err != nil {
 		e := upstream.As(err)

@@ -69,6 +69,13 @@ type Config struct {
 	// on an L1 miss, and claimed before an upstream fetch so that one
 	// replica fetches a key for all.
 	Shared Shared
+	// Disk, if set, is the history tier (disk.go): consulted on an L1
+	// miss before Shared, and given stored answers that are immutable or
+	// live at least MinDiskTTL.
+	Disk Disk
+	// Offline, when set, never contacts the upstream (offline.go): Get
+	// answers from what memory and Disk hold, or 504 not_cached.
+	Offline bool
 	// Metrics may be nil (nothing recorded); Logger may be nil (nothing
 	// logged).
 	Metrics *metrics.Metrics
@@ -94,6 +101,8 @@ type Fetcher struct {
 	xform     func(*route.Route, []byte) []byte
 	onReq     func(*route.Route, string, time.Time)
 	shared    Shared
+	disk      Disk
+	offline   bool
 	bg        sync.WaitGroup
 	// names remembers derived client names (client.go).
 	names knownNames
@@ -116,6 +125,8 @@ func New(cfg Config) (*Fetcher, error) {
 		xform:     cfg.Transform,
 		onReq:     cfg.OnRequest,
 		shared:    cfg.Shared,
+		disk:      cfg.Disk,
+		offline:   cfg.Offline,
 		staleWait: cfg.StaleWait,
 	}
 	if f.timeout <= 0 {
@@ -213,20 +224,21 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 		f.onReq(req.Route, req.Key, now)
 	}
 	cached, ok := f.store.Get(req.Key)
-	sharedHit := false
-	if !ok && f.shared != nil {
-		cached, ok = f.lookupShared(ctx, req.Key, now)
-		sharedHit = ok
+	// tier is the outcome of a fresh answer: Hit from L1, DiskHit or
+	// SharedHit from the tiers below (disk.go), looked at on an L1 miss only.
+	tier := Hit
+	if !ok && (f.disk != nil || f.shared != nil) {
+		cached, ok, tier = f.lookupTiers(ctx, req.Key, now)
+	}
+	if f.offline { // offline.go: never past the cache
+		return offlineAnswer(cached, ok, now)
 	}
 	if req.OnlyIfCached {
-		return onlyIfCached(cached, ok, sharedHit, now)
+		return onlyIfCached(cached, ok, tier, now)
 	}
 	if ok && !req.NoCache {
 		if cached.Fresh(now) {
-			if sharedHit {
-				return Result{Entry: cached, Outcome: SharedHit}
-			}
-			return Result{Entry: cached, Outcome: Hit}
+			return Result{Entry: cached, Outcome: tier}
 		}
 		if cached.Revalidatable(now) {
 			f.refresh(ctx, req)
@@ -455,13 +467,23 @@ func (f *Fetcher) finish(fl *flight, req *Request, cred upstream.Credentials, st
 	if status == http.StatusOK && f.xform != nil {
 		body = f.xform(req.Route, body)
 	}
-	fl.entry = cache.NewEntry(req.Key, status, header, body, f.now(), w, storable)
+	fetched := f.now()
+	// immutable.go: settled history is fresh forever.
+	immutable := storable && isImmutable(req.Route, req.Key, status, body, fetched)
+	if immutable {
+		w, retention = cache.Windows{TTL: Forever}, Forever
+	}
+	fl.entry = cache.NewEntry(req.Key, status, header, body, fetched, w, storable)
+	if immutable {
+		fl.entry.Detail = DetailImmutable // not yet shared: still being built
+	}
 	fl.credential = (status == http.StatusUnauthorized || status == http.StatusForbidden) && cred == upstream.Forward
 	_, _, public := f.policy(req.Route, http.StatusOK, header)
 	fl.private = !public
 	fl.outcome = Uncacheable
 	if storable {
 		f.storeFenced(fl, retention)
+		f.keepOnDisk(fl.entry, w.TTL, immutable) // disk.go
 		fl.outcome = Stored
 	}
 }

@@ -186,6 +186,7 @@ func New(t testing.TB, options ...Option) *Proxy {
 	}
 
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy; WithConfig turns it on
 	cfg.Upstream.URL = p.UpstreamURL
 	rate := 10000.0
 	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate
