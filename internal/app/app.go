@@ -397,6 +397,7 @@ func (a *App) newFetcher() error {
 		Metrics:     a.Metrics,
 		Logger:      a.Logger,
 		Now:         clock.NowFunc(a.opts.Clock),
+		AfterFunc:   clock.AfterFuncOf(a.opts.Clock),
 	})
 	if err != nil {
 		return err
@@ -454,7 +455,7 @@ func (a *App) diskPart() status.Part {
 func (a *App) waitFetches() {
 	done := make(chan struct{})
 	go func() {
-		a.Fetcher.Wait()
+		a.Fetcher.Close() // also cancels refreshes scheduled ahead of expiry
 		close(done)
 	}()
 	t := time.NewTimer(time.Duration(a.Config.ShutdownTimeout))

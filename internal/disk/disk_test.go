@@ -101,7 +101,7 @@ func TestRoundTripAndReopen(t *testing.T) {
 	clk := &clock{now: t0.Add(time.Second)}
 	cfg := Config{Path: dir, Now: clk.Now}
 	pushed := newEntry("/trade-api/v2/markets/KXP", body(3, 2000, true), t0, time.Minute).
-		Derived(nil, t0.Add(time.Hour), t0.Add(2*time.Hour), t0.Add(3*time.Hour), "pushed")
+		Derived(nil, time.Time{}, t0.Add(time.Hour), t0.Add(2*time.Hour), t0.Add(3*time.Hour), "pushed")
 	entries := []struct {
 		e         *cache.Entry
 		immutable bool

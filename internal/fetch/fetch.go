@@ -82,6 +82,12 @@ type Config struct {
 	Logger  *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// AfterFunc schedules the refreshes ahead of expiry (refresh.go) on
+	// the same clock as Now: it runs fn once d has passed, on a goroutine
+	// of its own, and returns a function that cancels it (reporting
+	// whether it did), as time.AfterFunc(d, fn).Stop does. nil means
+	// time.AfterFunc.
+	AfterFunc func(d time.Duration, fn func()) (stop func() bool)
 }
 
 // Fetcher is safe for concurrent use.
@@ -104,6 +110,8 @@ type Fetcher struct {
 	disk      Disk
 	offline   bool
 	bg        sync.WaitGroup
+	// ahead holds the refreshes ahead of expiry scheduled (refresh.go).
+	ahead aheadTimers
 	// names remembers derived client names (client.go).
 	names knownNames
 }
@@ -141,6 +149,10 @@ func New(cfg Config) (*Fetcher, error) {
 	if f.now == nil {
 		f.now = time.Now
 	}
+	f.ahead.afterFunc = cfg.AfterFunc
+	if f.ahead.afterFunc == nil {
+		f.ahead.afterFunc = func(d time.Duration, fn func()) func() bool { return time.AfterFunc(d, fn).Stop }
+	}
 	if cfg.AutoWindow > 0 {
 		f.auto = &autoBatcher{f: f, window: cfg.AutoWindow}
 	}
@@ -174,6 +186,12 @@ type Request struct {
 	// OnlyIfCached answers from the cache (fresh, or stale within either
 	// stale window) or fails with 504 not_cached; nothing is fetched.
 	OnlyIfCached bool
+	// MaxAge, MinFresh and MaxStale are the request's freshness limits
+	// (Directives; 0 means none): a stored answer older than MaxAge, or
+	// with less than MinFresh of freshness left, is fetched again as with
+	// NoCache; a stale one up to MaxStale past its ttl (within its
+	// retention) is answered at once while one background refresh runs.
+	MaxAge, MinFresh, MaxStale time.Duration
 	// Client names the client for fair shares of the upstream budget;
 	// empty means f.ClientName(Header, RemoteAddr), worked out when a fetch
 	// starts (a bad Kproxy-Client then fails the request with
@@ -236,11 +254,20 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 	if req.OnlyIfCached {
 		return onlyIfCached(cached, ok, tier, now)
 	}
+	if ok && !req.NoCache && (req.MaxAge > 0 || req.MinFresh > 0) && !acceptable(cached, req, now) {
+		// The request's own limits refuse the copy: fetch as no-cache.
+		r := *req
+		r.NoCache = true
+		return f.miss(ctx, r, cached, ok, "request")
+	}
 	if ok && !req.NoCache {
 		if cached.Fresh(now) {
+			if tier == Hit {
+				f.noteHit(req, cached, now) // refresh.go: refresh a polled key ahead of expiry
+			}
 			return Result{Entry: cached, Outcome: tier}
 		}
-		if cached.Revalidatable(now) {
+		if cached.Revalidatable(now) || withinMaxStale(cached, req.MaxStale, now) {
 			f.refresh(ctx, req)
 			return Result{Entry: cached, Outcome: Revalidating}
 		}
@@ -369,9 +396,18 @@ func (f *Fetcher) refresh(ctx context.Context, req *Request) {
 }
 
 // Wait blocks until shared fetches and background refreshes under way have
-// finished, including those no client waits for any more. Call it after the
-// HTTP server has stopped (shutdown, tests), before closing the store.
+// finished, including those no client waits for any more (a barrier for
+// tests; refreshes scheduled ahead of expiry and not yet started stay
+// scheduled).
 func (f *Fetcher) Wait() { f.bg.Wait() }
+
+// Close cancels the refreshes scheduled ahead of expiry (none is scheduled
+// after it) and then waits like Wait. Call it after the HTTP server has
+// stopped, before closing the store.
+func (f *Fetcher) Close() {
+	f.ahead.stopAll()
+	f.bg.Wait()
+}
 
 // load makes one upstream fetch for req on ctx (a leader's, see lead) and
 // stores a storable answer.
@@ -399,7 +435,7 @@ func (f *Fetcher) load(ctx context.Context, req *Request, hdr http.Header, check
 		}
 		claim = c
 	}
-	fl := &flight{epoch: epoch}
+	fl := &flight{epoch: epoch, start: start}
 	if claim != nil {
 		defer func() { releaseShared(claim, fl) }()
 	}
@@ -476,6 +512,9 @@ func (f *Fetcher) finish(fl *flight, req *Request, cred upstream.Credentials, st
 	fl.entry = cache.NewEntry(req.Key, status, header, body, fetched, w, storable)
 	if immutable {
 		fl.entry.Detail = DetailImmutable // not yet shared: still being built
+	}
+	if !fl.start.IsZero() {
+		fl.entry.Took = fetched.Sub(fl.start) // refresh.go; not yet shared
 	}
 	fl.credential = (status == http.StatusUnauthorized || status == http.StatusForbidden) && cred == upstream.Forward
 	_, _, public := f.policy(req.Route, http.StatusOK, header)

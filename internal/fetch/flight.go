@@ -62,6 +62,9 @@ type flight struct {
 	epoch     uint64
 	retention time.Duration
 	attempts  int
+	// start is when the fetch began (its clock), zero when unknown: the
+	// entry's Took.
+	start time.Time
 }
 
 // lookup returns the call of key in flight, or nil.
