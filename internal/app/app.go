@@ -129,7 +129,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		a.Live.Start()
 	}
 	if a.Status != nil {
-		a.Status.Start(context.Background())
+		a.Status.Start()
 	}
 	return a, nil
 }
