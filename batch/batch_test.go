@@ -22,6 +22,7 @@ import (
 	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 const (
@@ -51,33 +52,21 @@ type setup struct {
 
 func start(t testing.TB, s setup) *env {
 	t.Helper()
-	fake := kalshitest.New()
-	up := httptest.NewServer(fake)
-	t.Cleanup(up.Close)
-	cfg := config.Default()
-	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
-	cfg.Upstream.URL = up.URL
-	rate := 1000.0
-	cfg.Upstream.ReadRate = &rate
-	cfg.Log.Access = false
-	if s.cfg != nil {
-		s.cfg(cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	a, err := app.New(cfg, app.Options{RetryBase: time.Millisecond, RetryCap: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("app.New: %v", err)
-	}
-	t.Cleanup(a.Close)
-	var h http.Handler = a.Server
+	auto := config.Default().Batch.AutoWindow // the shipped automatic batching, not the harness's off
+	opts := []kproxytest.Option{kproxytest.WithRealClock(), kproxytest.WithConfig(func(cfg *config.Config) {
+		rate := 1000.0
+		cfg.Upstream.ReadRate = &rate
+		cfg.Batch.AutoWindow = auto
+		cfg.Log.Access = false
+		if s.cfg != nil {
+			s.cfg(cfg)
+		}
+	})}
 	if s.wrap != nil {
-		h = s.wrap(h)
+		opts = append(opts, kproxytest.WithServer(func(hs *http.Server) { hs.Handler = s.wrap(hs.Handler) }))
 	}
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return &env{fake: fake, app: a, url: srv.URL, c: client.New(srv.URL, srv.Client())}
+	p := kproxytest.New(t, opts...)
+	return &env{fake: p.Fake, app: p.App, url: p.URL, c: client.New(p.URL, http.DefaultClient)}
 }
 
 // gate makes the fake hold GET requests for pattern until release is
