@@ -497,11 +497,7 @@ func benchTier(b *testing.B, tier string) {
 	if tier == "upstream" {
 		req.Header.Set("Cache-Control", "no-cache")
 	}
-	w := &discardWriter{h: http.Header{}}
-	a.Server.ServeHTTP(w, req)
-	if w.status != http.StatusOK {
-		b.Fatalf("warm-up status %d", w.status)
-	}
+	w := kproxytest.Warm(b, a.Server, req)
 	key := benchSeries
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -511,12 +507,12 @@ func benchTier(b *testing.B, tier string) {
 			a.Store.Delete(key)
 			b.StartTimer()
 		}
-		w.h = make(http.Header)
+		w.H = make(http.Header)
 		a.Server.ServeHTTP(w, req)
 	}
 	want := map[string]string{"L1": "kproxy; hit; ttl=", "L2": "detail=shared", "upstream": "fwd=request"}[tier]
-	if !strings.Contains(w.h.Get("Cache-Status"), want) {
-		b.Fatalf("Cache-Status %q, want %q", w.h.Get("Cache-Status"), want)
+	if !strings.Contains(w.H.Get("Cache-Status"), want) {
+		b.Fatalf("Cache-Status %q, want %q", w.H.Get("Cache-Status"), want)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
 }

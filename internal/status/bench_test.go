@@ -10,15 +10,6 @@ import (
 	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
-type discard struct {
-	h      http.Header
-	status int
-}
-
-func (w *discard) Header() http.Header         { return w.h }
-func (w *discard) Write(p []byte) (int, error) { return len(p), nil }
-func (w *discard) WriteHeader(status int)      { w.status = status }
-
 func benchApp(b *testing.B, statusOn bool) *app.App {
 	b.Helper()
 	// The wall clock: a hit reads no test clock.
@@ -32,20 +23,7 @@ func benchApp(b *testing.B, statusOn bool) *app.App {
 func benchHit(b *testing.B, statusOn bool) {
 	a := benchApp(b, statusOn)
 	req := httptest.NewRequest(http.MethodGet, "/trade-api/v2/series/KXEARNINGSMENTIONMETA", nil)
-	w := &discard{h: http.Header{}}
-	a.Server.ServeHTTP(w, req)
-	if w.status != http.StatusOK {
-		b.Fatalf("warm-up status %d", w.status)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		w.h = make(http.Header)
-		a.Server.ServeHTTP(w, req)
-	}
-	if w.h.Get("X-Cache") != "HIT" {
-		b.Fatalf("X-Cache = %q, want HIT", w.h.Get("X-Cache"))
-	}
+	kproxytest.BenchHit(b, a.Server, req)
 }
 
 func BenchmarkHitStatusOn(b *testing.B)  { benchHit(b, true) }
