@@ -109,13 +109,7 @@ func NewEntry(key string, status int, header http.Header, body []byte, fetchedAt
 			e.Gzip = bytes.Clone(buf.Bytes())
 		}
 	}
-	e.size = e.computeSize()
-	e.etagValue = []string{e.ETag}
-	e.lenIdentity = []string{strconv.Itoa(len(e.Body))}
-	if e.Gzip != nil {
-		e.lenGzip = []string{strconv.Itoa(len(e.Gzip))}
-	}
-	return e
+	return e.prebuild()
 }
 
 // RestoreEntry rebuilds a stored entry from a copy kept elsewhere (the
@@ -131,6 +125,12 @@ func RestoreEntry(key string, status int, header http.Header, body, gz []byte, e
 	if e.Header == nil {
 		e.Header = http.Header{}
 	}
+	return e.prebuild()
+}
+
+// prebuild computes e's size and the header values its hits send
+// (ETag, Content-Length), once, before e is shared; it returns e.
+func (e *Entry) prebuild() *Entry {
 	e.size = e.computeSize()
 	e.etagValue = []string{e.ETag}
 	e.lenIdentity = []string{strconv.Itoa(len(e.Body))}

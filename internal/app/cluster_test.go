@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -205,22 +204,11 @@ func TestReplicasShareOneRateBudget(t *testing.T) {
 			t.Errorf("cold request: %d %s %v, want 200 (the wait stays under max_wait)", a.status, a.body, a.err)
 		}
 	}
-	var at []time.Time
-	for _, q := range r.fake.Requests() {
-		at = append(at, q.At)
-	}
-	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
-	if len(at) != keys {
-		t.Fatalf("upstream saw %d requests, want %d", len(at), keys)
-	}
+	at := arrivalTimes(t, r.fake, keys)
 	// One bucket of one second of budget plus its refill, for all three
 	// replicas together: no one-second window holds more than 2*rate
 	// (three separate buckets would allow 6*rate).
-	busiest := 0
-	for i := range at {
-		n := sort.Search(len(at), func(j int) bool { return !at[j].Before(at[i].Add(time.Second)) }) - i
-		busiest = max(busiest, n)
-	}
+	busiest := busiestSecond(at)
 	if busiest > 2*rate {
 		t.Errorf("busiest one-second window had %d upstream arrivals from 3 replicas, want at most %d (one budget of %d/s)", busiest, 2*rate, rate)
 	}

@@ -24,7 +24,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -329,6 +328,16 @@ func primeStale(t *testing.T, h *harness, path string, ttl time.Duration) []byte
 	}
 	h.clock.Advance(ttl + 20*time.Millisecond)
 	return a.body
+}
+
+// staleMarket starts kproxy with the market route at ttl (10s of
+// stale-while-revalidate, 10m of stale-if-error) and primes market 1 past
+// its ttl: the harness, the market's path and its cached body.
+func staleMarket(t *testing.T, ttl time.Duration) (*harness, string, []byte) {
+	t.Helper()
+	h := newHarness(t, func(c *config.Config) { setRoute(c, marketPattern, ttl, 10*time.Second, 10*time.Minute) })
+	path := marketPath(1)
+	return h, path, primeStale(t, h, path, ttl)
 }
 
 func TestUpstreamFaults(t *testing.T) {
@@ -661,9 +670,7 @@ func TestBreakerFlappingUpstream(t *testing.T) {
 
 func TestStaleWhileRevalidateRefreshesOnceInTheBackground(t *testing.T) {
 	const ttl = 100 * time.Millisecond
-	h := newHarness(t, func(c *config.Config) { setRoute(c, marketPattern, ttl, 10*time.Second, 10*time.Minute) })
-	path := marketPath(1)
-	cached := primeStale(t, h, path, ttl)
+	h, path, cached := staleMarket(t, ttl)
 
 	// The refresh hangs in a stalled upstream while 50 clients ask.
 	release := h.fake.Stall()
@@ -728,9 +735,7 @@ func TestStaleWhileRevalidateRefreshesOnceInTheBackground(t *testing.T) {
 
 func TestRevalidationFailureKeepsServingTheStaleCopy(t *testing.T) {
 	const ttl = 50 * time.Millisecond
-	h := newHarness(t, func(c *config.Config) { setRoute(c, marketPattern, ttl, 10*time.Second, 10*time.Minute) })
-	path := marketPath(1)
-	cached := primeStale(t, h, path, ttl)
+	h, path, cached := staleMarket(t, ttl)
 	h.fake.SetFault(kalshitest.Fault{Status: 500})
 	for i := 0; i < 3; i++ {
 		wantStale(t, "stale while the refresh fails", h.send(http.MethodGet, path, nil), cached, "fwd=stale; detail=revalidating")
@@ -800,21 +805,10 @@ func TestRateLimitHoldsUnderABurstOfColdKeys(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 
-	var at []time.Time
-	for _, r := range h.fake.Requests() {
-		at = append(at, r.At)
-	}
-	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
-	if len(at) != keys {
-		t.Fatalf("upstream saw %d requests, want %d", len(at), keys)
-	}
+	at := arrivalTimes(t, h.fake, keys)
 	// A bucket of one second of budget (20) plus 20/s refill: no
 	// one-second window holds more than 40 arrivals.
-	busiest := 0
-	for i := range at {
-		n := sort.Search(len(at), func(j int) bool { return !at[j].Before(at[i].Add(time.Second)) }) - i
-		busiest = max(busiest, n)
-	}
+	busiest := busiestSecond(at)
 	if busiest > 2*rate {
 		t.Errorf("busiest one-second window had %d upstream arrivals, want at most %d (rate %d + burst %d)", busiest, 2*rate, rate, rate)
 	}
