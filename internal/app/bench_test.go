@@ -12,12 +12,8 @@ import (
 )
 
 func benchApp(b *testing.B, observe bool) *app.App {
-	b.Helper()
-	// The wall clock: a hit reads no test clock.
-	p := kproxytest.New(b, kproxytest.WithRealClock(),
-		kproxytest.WithConfig(func(c *config.Config) { c.Log.Access = observe }),
+	return kproxytest.NewBench(b, func(c *config.Config) { c.Log.Access = observe },
 		kproxytest.WithAppOptions(func(o *app.Options) { o.NoMetrics = !observe }))
-	return p.App
 }
 
 // benchHit serves a warm key through the whole Echo handler.

@@ -1249,6 +1249,19 @@ func TestAccessLogHasFieldsAndNoCredentials(t *testing.T) {
 	}
 }
 
+// holdOneRequest stalls fake and sends one request to the kproxy at base,
+// returning once the fake holds it: the stall's release (also called when
+// the test ends) and the channel the request's answer arrives on.
+func holdOneRequest(t *testing.T, fake *kalshitest.Server, base string) (release func(), inflight <-chan answer) {
+	t.Helper()
+	release = fake.Stall()
+	t.Cleanup(release)
+	ch := make(chan answer, 1)
+	go func() { ch <- send(http.MethodGet, base+marketPath(1), nil) }()
+	kproxytest.Eventually(t, 5*time.Second, "request in flight", func() bool { return fake.Total() == 1 })
+	return release, ch
+}
+
 // shutdownApp runs a kproxy on a real listener in front of fake, the way
 // main does, and returns its base URL, the cancel that starts the drain,
 // and the channel Serve's result arrives on.
@@ -1271,11 +1284,7 @@ func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
 	if r := send(http.MethodGet, base+"/readyz", nil); r.status != http.StatusOK {
 		t.Fatalf("readyz before shutdown: %d %s", r.status, r.body)
 	}
-	release := fake.Stall()
-	t.Cleanup(release)
-	inflight := make(chan answer, 1)
-	go func() { inflight <- send(http.MethodGet, base+marketPath(1), nil) }()
-	kproxytest.Eventually(t, 5*time.Second, "request in flight", func() bool { return fake.Total() == 1 })
+	release, inflight := holdOneRequest(t, fake, base)
 
 	start := time.Now()
 	cancel() // what SIGTERM does in main
@@ -1317,11 +1326,7 @@ func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
 func TestShutdownTimeoutBoundsTheDrain(t *testing.T) {
 	fake := kalshitest.New()
 	_, base, cancel, served := shutdownApp(t, fake, 300*time.Millisecond)
-	release := fake.Stall()
-	t.Cleanup(release)
-	inflight := make(chan answer, 1)
-	go func() { inflight <- send(http.MethodGet, base+marketPath(1), nil) }()
-	kproxytest.Eventually(t, 5*time.Second, "request in flight", func() bool { return fake.Total() == 1 })
+	_, inflight := holdOneRequest(t, fake, base)
 	start := time.Now()
 	cancel()
 	select {

@@ -3,7 +3,22 @@ package kproxytest
 import (
 	"net/http"
 	"testing"
+
+	"github.com/kproxy/kproxy/internal/app"
+	"github.com/kproxy/kproxy/internal/config"
 )
+
+// NewBench starts kproxy for a benchmark, as New does but on the wall
+// clock (a hit reads no test clock), its configuration changed by mutate
+// (nil: the test defaults), and returns the App.
+func NewBench(b *testing.B, mutate func(*config.Config), options ...Option) *app.App {
+	b.Helper()
+	first := []Option{WithRealClock()}
+	if mutate != nil {
+		first = append(first, WithConfig(mutate))
+	}
+	return New(b, append(first, options...)...).App
+}
 
 // DiscardWriter is a reusable http.ResponseWriter that keeps the header
 // and status and drops the body, so a benchmark measures the handler

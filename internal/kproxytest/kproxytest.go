@@ -458,7 +458,6 @@ func ClosedAddr(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	defer ln.Close()
+	return ln.Addr().String()
 }

@@ -11,11 +11,7 @@ import (
 )
 
 func benchApp(b *testing.B, statusOn bool) *app.App {
-	b.Helper()
-	// The wall clock: a hit reads no test clock.
-	p := kproxytest.New(b, kproxytest.WithRealClock(),
-		kproxytest.WithConfig(func(c *config.Config) { c.Status.Enabled = statusOn }))
-	return p.App
+	return kproxytest.NewBench(b, func(c *config.Config) { c.Status.Enabled = statusOn })
 }
 
 // benchHit serves a warm key with the status collector sampling in the
