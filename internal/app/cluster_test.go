@@ -170,9 +170,7 @@ func TestReplicasServeEachOthersAnswersAsSharedHits(t *testing.T) {
 			t.Errorf("replica %d second hit: Cache-Status %q, want a plain L1 hit", i, again.header.Get("Cache-Status"))
 		}
 	}
-	if got := r.fake.Total(); got != 1 {
-		t.Errorf("upstream saw %d requests, want 1", got)
-	}
+	wantUpstreamTotal(t, r.fake, 1, "")
 	// gzip clients get the compressed copy rebuilt from L2.
 	page := "/trade-api/v2/markets?series_ticker=KXBIGSERIES&limit=50"
 	r.get(0, page)
@@ -294,9 +292,7 @@ func TestRestartedReplicaServesSharedEntriesAtOnce(t *testing.T) {
 	if a.header.Get("X-Cache") != "HIT" || !strings.Contains(a.header.Get("Cache-Status"), "detail=shared") {
 		t.Errorf("restarted replica: X-Cache %q Cache-Status %q, want a shared HIT", a.header.Get("X-Cache"), a.header.Get("Cache-Status"))
 	}
-	if got := r.fake.Total(); got != 1 {
-		t.Errorf("upstream saw %d requests, want 1", got)
-	}
+	wantUpstreamTotal(t, r.fake, 1, "")
 }
 
 func TestDeadClaimantIsTakenOverWithinTheFetchTimeout(t *testing.T) {
@@ -323,9 +319,7 @@ func TestDeadClaimantIsTakenOverWithinTheFetchTimeout(t *testing.T) {
 	if took < time.Second || took > fetchTimeout {
 		t.Errorf("answered after %v, want after the dead lease expired (1.5s) and within the fetch timeout %v", took, fetchTimeout)
 	}
-	if got := r.fake.Total(); got != 1 {
-		t.Errorf("upstream saw %d requests, want 1 (one waiter took over, the other shared its answer)", got)
-	}
+	wantUpstreamTotal(t, r.fake, 1, "one waiter took over, the other shared its answer")
 }
 
 func TestEntriesOfAnotherEncodingAreIgnored(t *testing.T) {
@@ -341,9 +335,7 @@ func TestEntriesOfAnotherEncodingAreIgnored(t *testing.T) {
 	if a.status != http.StatusOK || a.header.Get("X-Cache") != "MISS" || !strings.Contains(string(a.body), "KXBIGSERIES-26JUN30-M015") {
 		t.Fatalf("with a foreign L2 value: %d X-Cache %q body %.80s, want a MISS fetched upstream", a.status, a.header.Get("X-Cache"), a.body)
 	}
-	if got := r.fake.Total(); got != 1 {
-		t.Errorf("upstream saw %d requests, want 1", got)
-	}
+	wantUpstreamTotal(t, r.fake, 1, "")
 	// The fill replaced it with a readable entry.
 	r2 := r.get(0, path)
 	if r2.header.Get("X-Cache") != "HIT" {

@@ -100,3 +100,15 @@ func busiestSecond(at []time.Time) int {
 	}
 	return busiest
 }
+
+// wantUpstreamTotal checks that fake received want requests in all; why,
+// if not empty, says why that many.
+func wantUpstreamTotal(t testing.TB, fake *kalshitest.Server, want int, why string) {
+	t.Helper()
+	if why != "" {
+		why = " (" + why + ")"
+	}
+	if got := fake.Total(); got != want {
+		t.Errorf("upstream saw %d requests, want %d%s", got, want, why)
+	}
+}

@@ -874,9 +874,7 @@ func TestCoalescedFollowersSpendNoToken(t *testing.T) {
 			collapsed++
 		}
 	}
-	if got := h.fake.Total(); got != 1 {
-		t.Errorf("upstream saw %d requests, want 1", got)
-	}
+	wantUpstreamTotal(t, h.fake, 1, "")
 	if collapsed == 0 {
 		t.Errorf("no request was collapsed into the leader's fetch")
 	}
@@ -897,9 +895,7 @@ func TestRateLimitMaxWait(t *testing.T) {
 		}
 		// A stale copy is served instead of the 429.
 		wantStale(t, "stale key, empty bucket", h.send(http.MethodGet, stalePath, nil), cached, "fwd=stale; fwd-status=429")
-		if got := h.fake.Total(); got != 1 {
-			t.Errorf("upstream saw %d requests, want 1 (rate-limited requests are never sent)", got)
-		}
+		wantUpstreamTotal(t, h.fake, 1, "rate-limited requests are never sent")
 	})
 	t.Run("within: waits for a token", func(t *testing.T) {
 		h := newHarness(t, func(c *config.Config) { setRates(c, 1, 1, 2*time.Second) })
@@ -1019,9 +1015,7 @@ func TestWriteBucketIsSeparateFromReadBucket(t *testing.T) {
 	if a := h.send(http.MethodGet, hot, nil); a.status != http.StatusOK || a.header.Get("X-Cache") != "HIT" {
 		t.Errorf("hit with both buckets empty: %d %q, want a 200 HIT", a.status, a.header.Get("X-Cache"))
 	}
-	if got := h.fake.Total(); got != 2 {
-		t.Errorf("upstream saw %d requests, want 2", got)
-	}
+	wantUpstreamTotal(t, h.fake, 2, "")
 }
 
 func TestOwnKeySignsSharedFetches(t *testing.T) {
