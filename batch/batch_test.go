@@ -55,6 +55,7 @@ func start(t testing.TB, s setup) *env {
 	up := httptest.NewServer(fake)
 	t.Cleanup(up.Close)
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = up.URL
 	rate := 1000.0
 	cfg.Upstream.ReadRate = &rate
@@ -757,6 +758,7 @@ func Example_markets() {
 	up := httptest.NewServer(fake)
 	defer up.Close()
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy
 	cfg.Upstream.URL = up.URL
 	a, _ := app.New(cfg, app.Options{})
 	defer a.Close()

@@ -205,3 +205,82 @@ func TestHitHeadersReusedWithinASecond(t *testing.T) {
 		t.Errorf("Age after 3s = %q, want 3", age3[0])
 	}
 }
+
+func TestETagPerCoding(t *testing.T) {
+	big := bytes.Repeat([]byte(`{"ticker":"KXA-1"},`), 100)
+	tests := []struct {
+		name             string
+		upstream         string
+		body             []byte
+		wantID, wantGzip string // wantID "": derived from the body
+	}{
+		{"strong upstream tag", `"X"`, big, `"X"`, `"X-gzip"`},
+		{"weak stays weak", `W/"X"`, big, `W/"X"`, `W/"X-gzip"`},
+		{"derived tag", "", big, "", ""},
+		{"no gzip copy: one tag for both", `"X"`, []byte(`{}`), `"X"`, `"X"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := http.Header{}
+			if tt.upstream != "" {
+				h.Set("ETag", tt.upstream)
+			}
+			e := NewEntry("k", 200, h, tt.body, t0, Windows{TTL: time.Second}, true)
+			if tt.wantID == "" {
+				tt.wantID, tt.wantGzip = e.ETag, strings.TrimSuffix(e.ETag, `"`)+`-gzip"`
+			}
+			if e.ETag != tt.wantID || e.ETagGzip != tt.wantGzip {
+				t.Errorf("ETags %s, %s; want %s, %s", e.ETag, e.ETagGzip, tt.wantID, tt.wantGzip)
+			}
+			if got := e.ETagValue(false)[0]; got != tt.wantID {
+				t.Errorf("identity ETag value %s, want %s", got, tt.wantID)
+			}
+			if got := e.ETagValue(true)[0]; got != tt.wantGzip {
+				t.Errorf("gzip ETag value %s, want %s", got, tt.wantGzip)
+			}
+			r := RestoreEntry(e.Key, e.Status, e.Header, e.Body, e.Gzip, e.ETag, e.FetchedAt, [3]time.Time{e.FreshUntil, e.RevalidateUntil, e.ErrorUntil})
+			if r.ETagGzip != e.ETagGzip {
+				t.Errorf("restored gzip ETag %s, want %s", r.ETagGzip, e.ETagGzip)
+			}
+		})
+	}
+}
+
+func TestAgeCountsFromLastUpdate(t *testing.T) {
+	e := NewEntry("k", 200, http.Header{}, []byte(`{"a":1}`), t0, Windows{TTL: time.Minute}, true)
+	if got := e.AgeSeconds(t0.Add(9 * time.Second)); got != 9 {
+		t.Errorf("Age of a fetched entry = %d, want 9", got)
+	}
+	pushed := e.Derived([]byte(`{"a":2}`), t0.Add(8*time.Second), e.FreshUntil, e.RevalidateUntil, e.ErrorUntil, "pushed")
+	if got := pushed.AgeSeconds(t0.Add(9 * time.Second)); got != 1 {
+		t.Errorf("Age 1s after a push = %d, want 1", got)
+	}
+	same := pushed.Derived(nil, t0.Add(9*time.Second), e.FreshUntil, e.RevalidateUntil, e.ErrorUntil, "pushed")
+	if got := same.AgeSeconds(t0.Add(9 * time.Second)); got != 1 {
+		t.Errorf("Age after new bounds only = %d, want 1 (the body did not change)", got)
+	}
+	r := RestoreEntry("k", 200, pushed.Header, pushed.Body, pushed.Gzip, pushed.ETag, pushed.FetchedAt, [3]time.Time{pushed.FreshUntil, pushed.RevalidateUntil, pushed.ErrorUntil})
+	if got := r.AgeSeconds(t0.Add(9 * time.Second)); got != 9 {
+		t.Errorf("Age of a restored entry = %d, want 9 (from its fetch)", got)
+	}
+}
+
+func TestNoteHit(t *testing.T) {
+	e := NewEntry("k", 200, http.Header{}, []byte(`{}`), t0, Windows{TTL: time.Minute}, true)
+	if prev := e.NoteHit(t0.Add(time.Second)); !prev.IsZero() {
+		t.Errorf("first NoteHit = %v, want zero", prev)
+	}
+	if prev := e.NoteHit(t0.Add(2 * time.Second)); !prev.Equal(t0.Add(time.Second)) {
+		t.Errorf("second NoteHit = %v, want +1s", prev.Sub(t0))
+	}
+	// Within a millisecond: not written, the previous returned.
+	if prev := e.NoteHit(t0.Add(2*time.Second + time.Microsecond)); !prev.Equal(t0.Add(2 * time.Second)) {
+		t.Errorf("NoteHit within 1ms = %v, want +2s", prev.Sub(t0))
+	}
+	if !e.ClaimRefresh() || e.ClaimRefresh() || !e.RefreshClaimed() {
+		t.Error("ClaimRefresh: want true once, then false")
+	}
+	if a := testing.AllocsPerRun(100, func() { e.NoteHit(t0.Add(3 * time.Second)) }); a != 0 {
+		t.Errorf("NoteHit allocates %v times, want 0", a)
+	}
+}

@@ -57,7 +57,7 @@ func TestRecordRoundTrip(t *testing.T) {
 	hdr := http.Header{"Content-Type": {"application/json"}, "X-Multi": {"a", "", "c"}}
 	w := Windows{TTL: 2 * time.Second, StaleWhileRevalidate: time.Second, StaleIfError: 10 * time.Minute}
 	pushed := NewEntry("/trade-api/v2/markets/KXFOO", 200, hdr, big, fetched, w, true).
-		Derived([]byte(`{"market":{"ticker":"KXFOO"}}`), fetched.Add(time.Minute), fetched.Add(2*time.Minute), fetched.Add(time.Hour), "pushed")
+		Derived([]byte(`{"market":{"ticker":"KXFOO"}}`), fetched, fetched.Add(time.Minute), fetched.Add(2*time.Minute), fetched.Add(time.Hour), "pushed")
 	forever := NewEntry("/trade-api/v2/historical/markets/KXBAR", 200, hdr, big, fetched, w, true)
 	forever.FreshUntil = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
@@ -87,7 +87,7 @@ func TestRecordRoundTrip(t *testing.T) {
 				if got.FreshUntil.Year() < 2262 {
 					t.Errorf("FreshUntil = %v, want at least year 2262", got.FreshUntil)
 				}
-				want = want.Derived(nil, got.FreshUntil, want.RevalidateUntil, want.ErrorUntil, want.Detail)
+				want = want.Derived(nil, time.Time{}, got.FreshUntil, want.RevalidateUntil, want.ErrorUntil, want.Detail)
 			}
 			sameEntry(t, got, want)
 			if opt.Immutable != tc.opt.Immutable {

@@ -34,10 +34,24 @@ type Entry struct {
 	// Gzip is Body gzip-compressed once at store time, nil when compression
 	// does not pay (small or incompressible bodies).
 	Gzip []byte
-	// ETag is the upstream's validator or a strong one derived from Body.
+	// ETag is the upstream's validator or a strong one derived from Body:
+	// the entity tag of the identity answer.
 	ETag string
+	// ETagGzip is the entity tag of the gzip answer (RFC 9110: a strong
+	// validator names one representation): ETag with "-gzip" inside its
+	// quotes (`"X"` -> `"X-gzip"`, `W/"X"` -> `W/"X-gzip"`), or ETag itself
+	// when there is no gzip copy (both clients then get the identity body).
+	ETagGzip string
 	// FetchedAt is when the upstream answer arrived.
 	FetchedAt time.Time
+	// UpdatedAt is when the body was last brought up to date: FetchedAt,
+	// or the push that last changed it (Derived with a new body). Age
+	// counts from it.
+	UpdatedAt time.Time
+	// Took is how long the fetch that made the entry took (0 when unknown:
+	// restored, pushed); the fetch path reads it to start a refresh ahead
+	// of expiry early enough. Set before the entry is shared, never after.
+	Took time.Duration
 	// FreshUntil, RevalidateUntil and ErrorUntil bound the freshness windows:
 	// fresh before FreshUntil, servable while revalidating before
 	// RevalidateUntil, servable on upstream failure before ErrorUntil.
@@ -51,11 +65,18 @@ type Entry struct {
 
 	// Prebuilt header values so a hit formats nothing.
 	etagValue   []string
+	etagGzValue []string
 	lenIdentity []string
 	lenGzip     []string
 
 	stamp   atomic.Pointer[stamp]
 	derived atomic.Pointer[derived]
+
+	// lastHit (unix nanoseconds, 0 = none yet) and ahead are the fetch
+	// path's refresh-ahead state (NoteHit, ClaimRefresh): the only fields
+	// written after the entry is shared, both atomics.
+	lastHit atomic.Int64
+	ahead   atomic.Bool
 }
 
 // Freshness windows, relative to the fetch time.
@@ -87,6 +108,7 @@ func NewEntry(key string, status int, header http.Header, body []byte, fetchedAt
 		Header:          storedHeader(header),
 		Body:            body,
 		FetchedAt:       fetchedAt,
+		UpdatedAt:       fetchedAt,
 		FreshUntil:      fetchedAt.Add(w.TTL),
 		RevalidateUntil: fetchedAt.Add(w.TTL + w.StaleWhileRevalidate),
 		ErrorUntil:      fetchedAt.Add(w.TTL + w.StaleIfError),
@@ -109,55 +131,79 @@ func NewEntry(key string, status int, header http.Header, body []byte, fetchedAt
 			e.Gzip = bytes.Clone(buf.Bytes())
 		}
 	}
-	return e.prebuild()
+	e.prebuild()
+	return e
+}
+
+// prebuild computes the size and the prebuilt header values of e.
+func (e *Entry) prebuild() {
+	e.ETagGzip = e.ETag
+	if e.Gzip != nil {
+		e.ETagGzip = gzipTag(e.ETag)
+	}
+	e.size = e.computeSize()
+	e.etagValue = []string{e.ETag}
+	e.etagGzValue = []string{e.ETagGzip}
+	e.lenIdentity = []string{strconv.Itoa(len(e.Body))}
+	if e.Gzip != nil {
+		e.lenGzip = []string{strconv.Itoa(len(e.Gzip))}
+	}
+}
+
+// gzipTag is the entity tag of the gzip coding of the representation
+// tagged etag: "-gzip" goes inside the closing quote, so a weak tag stays
+// weak and a strong one strong. A malformed (unquoted) tag gets it
+// appended.
+func gzipTag(etag string) string {
+	if n := len(etag); n >= 2 && etag[n-1] == '"' {
+		return etag[:n-1] + `-gzip"`
+	}
+	return etag + "-gzip"
 }
 
 // RestoreEntry rebuilds a stored entry from a copy kept elsewhere (the
 // shared tier), exactly as it was: header is the stored header (already
 // stripped, owned by the entry from now on), gz the gzip copy of body or nil,
 // etag the entry's validator, and until holds FreshUntil, RevalidateUntil
-// and ErrorUntil. Nothing is recompressed or rehashed.
+// and ErrorUntil. Nothing is recompressed or rehashed. The stored records
+// do not carry UpdatedAt: a restored entry counts its Age from its fetch
+// (the contract's "offline and disk answers count from their original
+// fetch"); the gzip entity tag is derived from etag again.
 func RestoreEntry(key string, status int, header http.Header, body, gz []byte, etag string, fetchedAt time.Time, until [3]time.Time) *Entry {
 	e := &Entry{
 		Key: key, Status: status, Header: header, Body: body, Gzip: gz, ETag: etag,
-		FetchedAt: fetchedAt, FreshUntil: until[0], RevalidateUntil: until[1], ErrorUntil: until[2],
+		FetchedAt: fetchedAt, UpdatedAt: fetchedAt, FreshUntil: until[0], RevalidateUntil: until[1], ErrorUntil: until[2],
 	}
 	if e.Header == nil {
 		e.Header = http.Header{}
 	}
-	return e.prebuild()
-}
-
-// prebuild computes e's size and the header values its hits send
-// (ETag, Content-Length), once, before e is shared; it returns e.
-func (e *Entry) prebuild() *Entry {
-	e.size = e.computeSize()
-	e.etagValue = []string{e.ETag}
-	e.lenIdentity = []string{strconv.Itoa(len(e.Body))}
-	if e.Gzip != nil {
-		e.lenGzip = []string{strconv.Itoa(len(e.Gzip))}
-	}
+	e.prebuild()
 	return e
 }
 
 // Derived returns a new entry for the same answer as e (same key, status,
 // header and fetch time) with body and the given freshness bounds, whose hits
-// carry detail in Cache-Status. A nil body keeps e's body, ETag and gzip
-// copy; any other body gets a new strong ETag and a new gzip copy, made now.
-// e is not modified and stays valid for readers that hold it: swap the
-// result in with Store.Set.
-func (e *Entry) Derived(body []byte, freshUntil, revalidateUntil, errorUntil time.Time, detail string) *Entry {
+// carry detail in Cache-Status. A nil body keeps e's body, ETags, gzip copy
+// and UpdatedAt; any other body gets new strong ETags and a new gzip copy,
+// made now, and UpdatedAt = updatedAt (the push that changed it). The hit
+// history the fetch path keeps for refresh-ahead carries over. e is not
+// modified and stays valid for readers that hold it: swap the result in
+// with Store.Set.
+func (e *Entry) Derived(body []byte, updatedAt, freshUntil, revalidateUntil, errorUntil time.Time, detail string) *Entry {
 	var n *Entry
 	if body == nil {
-		n = &Entry{Key: e.Key, Status: e.Status, Header: e.Header, Body: e.Body, Gzip: e.Gzip, ETag: e.ETag, FetchedAt: e.FetchedAt}
-		n.etagValue, n.lenIdentity, n.lenGzip = e.etagValue, e.lenIdentity, e.lenGzip
+		n = &Entry{Key: e.Key, Status: e.Status, Header: e.Header, Body: e.Body, Gzip: e.Gzip,
+			ETag: e.ETag, ETagGzip: e.ETagGzip, FetchedAt: e.FetchedAt, UpdatedAt: e.UpdatedAt, Took: e.Took}
+		n.etagValue, n.etagGzValue, n.lenIdentity, n.lenGzip = e.etagValue, e.etagGzValue, e.lenIdentity, e.lenGzip
 		n.size = e.size
 	} else {
 		// e.Header holds no ETag, so NewEntry derives a strong one from body.
 		n = NewEntry(e.Key, e.Status, e.Header, body, e.FetchedAt, Windows{}, true)
+		n.UpdatedAt, n.Took = updatedAt, e.Took
 	}
 	n.FreshUntil, n.RevalidateUntil, n.ErrorUntil = freshUntil, revalidateUntil, errorUntil
 	n.Detail = detail
+	n.lastHit.Store(e.lastHit.Load())
 	return n
 }
 
@@ -165,7 +211,7 @@ func (e *Entry) Derived(body []byte, freshUntil, revalidateUntil, errorUntil tim
 func (e *Entry) Size() int64 { return e.size }
 
 func (e *Entry) computeSize() int64 {
-	n := len(e.Key) + len(e.Body) + len(e.Gzip) + len(e.ETag) + 256
+	n := len(e.Key) + len(e.Body) + len(e.Gzip) + len(e.ETag) + len(e.ETagGzip) + 256
 	for k, vs := range e.Header {
 		n += len(k)
 		for _, v := range vs {
@@ -194,8 +240,14 @@ func (e *Entry) RetainedUntil() time.Time {
 	return e.RevalidateUntil
 }
 
-// ETagValue, LengthValue: prebuilt header values (shared; do not modify).
-func (e *Entry) ETagValue() []string { return e.etagValue }
+// ETagValue is the ETag value of the identity or gzip answer (prebuilt,
+// shared; do not modify).
+func (e *Entry) ETagValue(gz bool) []string {
+	if gz {
+		return e.etagGzValue
+	}
+	return e.etagValue
+}
 
 // LengthValue is the Content-Length value of the identity or gzip body.
 func (e *Entry) LengthValue(gz bool) []string {
@@ -234,11 +286,36 @@ func (e *Entry) HitHeaders(now time.Time, render func(ttl int64, detail string) 
 	return s.age, s.hitStatus
 }
 
-// AgeSeconds is the entry's age in whole seconds at now.
+// AgeSeconds is the entry's age in whole seconds at now: since its body
+// was last brought up to date (UpdatedAt).
 func (e *Entry) AgeSeconds(now time.Time) int64 {
-	a := int64(now.Sub(e.FetchedAt) / time.Second)
+	a := int64(now.Sub(e.UpdatedAt) / time.Second)
 	return max(a, 0)
 }
+
+// NoteHit records a fresh hit at now and returns the time of the hit before
+// it (the zero time when none was recorded). Hits less than a millisecond
+// apart are not written (the previous time is returned as is), so a key hit
+// by many clients at once does not bounce one cache line between cores. It
+// does not allocate or lock.
+func (e *Entry) NoteHit(now time.Time) (prev time.Time) {
+	n := now.UnixNano()
+	p := e.lastHit.Load()
+	if n-p >= int64(time.Millisecond) {
+		e.lastHit.Store(n)
+	}
+	if p == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, p)
+}
+
+// RefreshClaimed reports whether a refresh ahead of expiry was claimed.
+func (e *Entry) RefreshClaimed() bool { return e.ahead.Load() }
+
+// ClaimRefresh reports whether the caller is the first to claim the one
+// refresh ahead of expiry this entry may schedule.
+func (e *Entry) ClaimRefresh() bool { return e.ahead.CompareAndSwap(false, true) }
 
 // skipped lists headers never stored: hop-by-hop ones (RFC 9110 section
 // 7.6.1), and those kproxy computes per answer or must never replay.

@@ -98,6 +98,8 @@ func refs(text string) []string {
 // not files of this repository.
 var external = []string{
 	"prometheus.yml", // the reader's Prometheus configuration
+	"backtest.py",    // the reader's own backtest script
+	"poller.py",      // a script name in an example of client naming
 }
 
 // exists reports whether ref, named in doc, is a file or directory:

@@ -12,15 +12,15 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/kproxy/kproxy/cache"
 	"github.com/kproxy/kproxy/internal/httperr"
 	"github.com/kproxy/kproxy/internal/route"
 )
 
 // The admin routes (registered only with an admin token): DELETE
 // /admin/cache purges by exact key or by prefix, GET /admin/cache lists
-// entries. Both go through the Store interface only, so a store that
-// spans replicas fans purges out by itself.
+// entries. Both go through the Store interface, so a store that spans
+// replicas fans purges out by itself, and reach this replica's disk tier
+// (disk.go).
 
 // defaultListLimit and maxListLimit bound GET /admin/cache.
 const (
@@ -103,17 +103,18 @@ func (s *Server) handlePurge(c echo.Context) error {
 			return nil
 		}
 		key := cacheKey(q.Get("key"))
-		n := 0
-		if s.store.Delete(key) {
-			n = 1
-		}
-		s.log.Info("cache purged", "key", key, "entries", n)
-		return c.JSON(http.StatusOK, map[string]any{"purged": n, "key": key})
+		mem, onDisk := s.purgeTiers(key, true)
+		n := max(mem, onDisk)
+		s.log.Info("cache purged", "key", key, "entries", n, "memory", mem, "disk", onDisk)
+		return c.JSON(http.StatusOK, map[string]any{"purged": n, "key": key, "memory": mem, "disk": onDisk})
 	}
 	prefix := q.Get("prefix")
-	n := s.store.Purge(prefix)
-	s.log.Info("cache purged", "prefix", prefix, "entries", n)
-	return c.JSON(http.StatusOK, map[string]any{"purged": n, "prefix": prefix})
+	mem, onDisk := s.purgeTiers(prefix, false)
+	// An entry is most often in both tiers: the larger count is the
+	// number of entries gone, as near as can be told without listing.
+	n := max(mem, onDisk)
+	s.log.Info("cache purged", "prefix", prefix, "entries", n, "memory", mem, "disk", onDisk)
+	return c.JSON(http.StatusOK, map[string]any{"purged": n, "prefix": prefix, "memory": mem, "disk": onDisk})
 }
 
 // Listing is the body of GET /admin/cache.
@@ -125,6 +126,8 @@ type Listing struct {
 	Matched int           `json:"matched"`
 	Entries []ListedEntry `json:"entries"`
 	Cache   Stats         `json:"cache"` // the whole store
+	// Disk is the whole disk tier; absent without one.
+	Disk *Stats `json:"disk,omitempty"`
 }
 
 // ListedEntry describes one cached entry.
@@ -133,13 +136,16 @@ type ListedEntry struct {
 	// Status is the upstream status stored (200, or 404 with a negative ttl).
 	Status int `json:"status"`
 	// State is fresh, stale (served while one refresh runs), stale-if-error
-	// (served only when the upstream fails) or expired (about to go).
+	// (served only when the upstream fails), expired (about to go) or
+	// immutable (fresh forever, docs/history.md; ttl 0).
 	State string `json:"state"`
 	// Age is whole seconds since the upstream answered; TTL the whole
 	// seconds of freshness left (0 once stale), as in Cache-Status.
 	Age   int64 `json:"age"`
 	TTL   int64 `json:"ttl"`
 	Bytes int64 `json:"bytes"`
+	// Tier is where the entry is held: memory, disk or both.
+	Tier string `json:"tier"`
 }
 
 // handleList serves GET /admin/cache?prefix=P&limit=N.
@@ -161,28 +167,13 @@ func (s *Server) handleList(c echo.Context) error {
 		limit = n
 	}
 	prefix := q.Get("prefix")
-	entries, matched := s.store.List(prefix, limit)
+	entries, matched := s.listTiers(prefix, limit, s.at(time.Now()))
 	st := s.store.Stats()
-	now := s.at(time.Now())
-	out := Listing{Prefix: prefix, Limit: limit, Matched: matched, Entries: make([]ListedEntry, len(entries)), Cache: Stats{Items: st.Items, Bytes: st.Bytes}}
-	for i, e := range entries {
-		out.Entries[i] = listed(e, now)
+	out := Listing{Prefix: prefix, Limit: limit, Matched: matched, Entries: entries, Cache: Stats{Items: st.Items, Bytes: st.Bytes}}
+	if s.disk != nil {
+		ds := s.disk.Stats()
+		out.Disk = &Stats{Items: ds.Items, Bytes: ds.Bytes}
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusOK, out)
-}
-
-func listed(e *cache.Entry, now time.Time) ListedEntry {
-	le := ListedEntry{Key: e.Key, Status: e.Status, Age: e.AgeSeconds(now), Bytes: e.Size()}
-	switch {
-	case now.Before(e.FreshUntil):
-		le.State, le.TTL = "fresh", int64(e.FreshUntil.Sub(now)/time.Second)
-	case now.Before(e.RevalidateUntil):
-		le.State = "stale"
-	case now.Before(e.ErrorUntil):
-		le.State = "stale-if-error"
-	default:
-		le.State = "expired"
-	}
-	return le
 }

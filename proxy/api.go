@@ -84,6 +84,9 @@ func (s *Server) handleAPI(c echo.Context) error {
 		Now:          now,
 		NoCache:      dir.NoCache,
 		OnlyIfCached: dir.OnlyIfCached,
+		MaxAge:       dir.MaxAge,
+		MinFresh:     dir.MinFresh,
+		MaxStale:     dir.MaxStale,
 		RemoteAddr:   r.RemoteAddr,
 	})
 	info.attempts = res.Attempts
@@ -114,7 +117,10 @@ func (s *Server) writeEntry(w *echo.Response, r *http.Request, res fetch.Result,
 	for k, vs := range e.Header {
 		h[k] = vs
 	}
-	h["Etag"] = e.ETagValue()
+	// The representation sent (identity or gzip) decides the entity tag:
+	// each coding has its own, and a 304 names the one this client gets.
+	gz := e.Gzip != nil && acceptsGzip(r.Header["Accept-Encoding"])
+	h["Etag"] = e.ETagValue(gz)
 	h["Vary"] = varyAE
 	h["X-Cache"] = res.Outcome.XCacheValue()
 	if res.Outcome == fetch.Hit {
@@ -123,12 +129,13 @@ func (s *Server) writeEntry(w *echo.Response, r *http.Request, res fetch.Result,
 		h["Age"] = []string{strconv.FormatInt(e.AgeSeconds(now), 10)}
 		h["Cache-Status"] = []string{res.CacheStatus(e.FreshUntil.Sub(now))}
 	}
-	if e.Status == http.StatusOK && matchesETag(r.Header["If-None-Match"], e.ETag) {
+	// Either tag validates the entry for either client: both name the
+	// same stored answer, so a client that switched codings still gets 304.
+	if e.Status == http.StatusOK && matchesETag(r.Header["If-None-Match"], e.ETag, e.ETagGzip) {
 		delete(h, "Content-Type")
 		w.WriteHeader(http.StatusNotModified)
 		return http.StatusNotModified
 	}
-	gz := e.Gzip != nil && acceptsGzip(r.Header["Accept-Encoding"])
 	body := e.Body
 	if gz {
 		body = e.Gzip
@@ -179,11 +186,13 @@ func weightNonZero(params string) bool {
 	return true
 }
 
-// matchesETag reports whether If-None-Match values match etag (weak
-// comparison, RFC 9110 section 13.1.2). An entity-tag is read as a quoted
-// string, so a comma inside one does not split it. It does not allocate.
-func matchesETag(values []string, etag string) bool {
+// matchesETag reports whether If-None-Match values match etag or etagGz
+// (weak comparison, RFC 9110 section 13.1.2; pass the same tag twice to
+// match one). An entity-tag is read as a quoted string, so a comma inside
+// one does not split it. It does not allocate.
+func matchesETag(values []string, etag, etagGz string) bool {
 	etag = strings.TrimPrefix(etag, "W/")
+	etagGz = strings.TrimPrefix(etagGz, "W/")
 	for _, v := range values {
 		if strings.TrimSpace(v) == "*" {
 			return true
@@ -198,7 +207,7 @@ func matchesETag(values []string, etag string) bool {
 			if end < 0 {
 				break
 			}
-			if v[:end+2] == etag {
+			if t := v[:end+2]; t == etag || t == etagGz {
 				return true
 			}
 			v = v[end+2:]
@@ -212,6 +221,11 @@ func matchesETag(values []string, etag string) bool {
 // streamed both ways, with the client's own credentials.
 func (s *Server) passThrough(c echo.Context, info *reqInfo) {
 	r := c.Request()
+	if s.offline { // disk.go: nothing goes to Kalshi
+		info.status = http.StatusServiceUnavailable
+		s.refuseOffline(c)
+		return
+	}
 	client, err := fetch.ClientName(r.Header, r.RemoteAddr)
 	if err != nil {
 		e := upstream.As(err)

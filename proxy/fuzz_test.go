@@ -144,7 +144,7 @@ func FuzzMatchesETag(f *testing.F) {
 			strings.Count(etag, `"`) != 2 || strings.ContainsAny(etag, " \t\x00\x7f") {
 			etag = `"` + strconv.Itoa(len(etag)) + `"`
 		}
-		got := matchesETag([]string{header}, etag)
+		got := matchesETag([]string{header}, etag, etag)
 		want, ok := refMatchesETag([]string{header}, etag)
 		if ok && got != want {
 			t.Errorf("matchesETag(%q, %q) = %v, want %v", header, etag, got, want)
@@ -183,13 +183,14 @@ func (r *recorder) take() []*http.Request {
 }
 
 // newFuzzServer is a Server with the default routes in front of rec.
-func newFuzzServer(tb testing.TB, rec *recorder) *Server {
+func newFuzzServer(tb testing.TB, rec http.RoundTripper) *Server {
 	s, _ := newFuzzServerFetcher(tb, rec)
 	return s
 }
 
-// newFuzzServerFetcher is newFuzzServer that also returns its Fetcher.
-func newFuzzServerFetcher(tb testing.TB, rec *recorder) (*Server, *fetch.Fetcher) {
+// newFuzzServerFetcher is newFuzzServer that also returns its Fetcher; rec
+// may be any upstream transport.
+func newFuzzServerFetcher(tb testing.TB, rec http.RoundTripper) (*Server, *fetch.Fetcher) {
 	tb.Helper()
 	cfg := config.Default()
 	table, err := route.NewTable(cfg.Cache.Specs(false))
@@ -320,10 +321,10 @@ func TestAcceptsGzipWeightAnyParameterOrCase(t *testing.T) {
 }
 
 func TestMatchesETagWithCommaInTag(t *testing.T) {
-	if !matchesETag([]string{`"x", "a,b"`}, `"a,b"`) {
+	if !matchesETag([]string{`"x", "a,b"`}, `"a,b"`, `"a,b"`) {
 		t.Errorf(`matchesETag("x", "a,b") for "a,b" = false, want true`)
 	}
-	if matchesETag([]string{`"a,b"`}, `"a"`) {
+	if matchesETag([]string{`"a,b"`}, `"a"`, `"a"`) {
 		t.Errorf(`matchesETag("a,b") for "a" = true, want false`)
 	}
 }

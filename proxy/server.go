@@ -45,6 +45,13 @@ type Config struct {
 	// WebSocket, if set, serves GET /trade-api/ws/v2 (the WebSocket
 	// pass-through, package wsproxy); nil leaves that path a 404.
 	WebSocket http.Handler
+	// Disk, if set, is the history tier: /readyz shows its state, the
+	// admin routes list and purge it too. Nil shows "disk": "off".
+	Disk DiskTier
+	// Offline (upstream.offline): nothing is passed through to Kalshi;
+	// private routes, writes and the WebSocket pass-through are answered
+	// 503 offline (the fetch path answers public GETs from the cache).
+	Offline bool
 	// Metrics may be nil (no /metrics, nothing recorded).
 	Metrics *metrics.Metrics
 	// Logger is for errors and state changes; AccessLog, if set, gets one
@@ -70,6 +77,8 @@ type Server struct {
 	upURL    string
 	redis    func() string
 	live     func() string
+	disk     DiskTier
+	offline  bool
 	m        *metrics.Metrics
 	log      *slog.Logger
 	access   slog.Handler
@@ -91,19 +100,21 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("proxy: fetcher, routes, upstream and store are required")
 	}
 	s := &Server{
-		e:      echo.New(),
-		fetch:  cfg.Fetcher,
-		routes: cfg.Routes,
-		up:     cfg.Upstream,
-		store:  cfg.Store,
-		admin:  cfg.AdminToken,
-		upURL:  cfg.UpstreamURL,
-		redis:  cfg.RedisState,
-		live:   cfg.LiveState,
-		m:      cfg.Metrics,
-		log:    cfg.Logger,
-		access: cfg.AccessLog,
-		allow:  map[string][]string{},
+		e:       echo.New(),
+		fetch:   cfg.Fetcher,
+		routes:  cfg.Routes,
+		up:      cfg.Upstream,
+		store:   cfg.Store,
+		admin:   cfg.AdminToken,
+		upURL:   cfg.UpstreamURL,
+		redis:   cfg.RedisState,
+		live:    cfg.LiveState,
+		disk:    cfg.Disk,
+		offline: cfg.Offline,
+		m:       cfg.Metrics,
+		log:     cfg.Logger,
+		access:  cfg.AccessLog,
+		allow:   map[string][]string{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -131,7 +142,10 @@ func New(cfg Config) (*Server, error) {
 		metricsHandler := echo.WrapHandler(s.m.Handler())
 		s.Handle(http.MethodGet, "/metrics", metricsHandler)
 	}
-	if cfg.WebSocket != nil {
+	switch {
+	case cfg.WebSocket != nil && s.offline:
+		s.Handle(http.MethodGet, "/trade-api/ws/v2", s.refuseOffline)
+	case cfg.WebSocket != nil:
 		s.Handle(http.MethodGet, "/trade-api/ws/v2", echo.WrapHandler(cfg.WebSocket))
 	}
 	if s.admin != "" {
@@ -288,6 +302,8 @@ type Readiness struct {
 	Redis string `json:"redis,omitempty"`
 	// Live is the push feed: "connected", "connecting" or "off".
 	Live string `json:"live,omitempty"`
+	// Disk is the history tier: "up", "off" or "down".
+	Disk string `json:"disk"`
 }
 
 // Stats is the cache part of Readiness.
@@ -309,6 +325,7 @@ func (s *Server) handleReady(c echo.Context) error {
 	if s.live != nil {
 		r.Live = s.live()
 	}
+	r.Disk = diskState(s.disk)
 	code := http.StatusOK
 	if s.draining.Load() {
 		r.Status, code = "draining", http.StatusServiceUnavailable

@@ -20,6 +20,7 @@ import (
 	"github.com/kproxy/kproxy/internal/clock"
 	"github.com/kproxy/kproxy/internal/cluster"
 	"github.com/kproxy/kproxy/internal/config"
+	"github.com/kproxy/kproxy/internal/disk"
 	"github.com/kproxy/kproxy/internal/fetch"
 	"github.com/kproxy/kproxy/internal/legacy"
 	"github.com/kproxy/kproxy/internal/live"
@@ -74,6 +75,9 @@ type App struct {
 	Cluster *cluster.Cluster
 	// WS is the WebSocket pass-through on /trade-api/ws/v2.
 	WS *wsproxy.Proxy
+	// Disk is the history tier (cache.disk.path); never nil after New: off
+	// without a path, down when the directory cannot be used.
+	Disk *disk.Store
 
 	opts   Options
 	access slog.Handler // nil without log.access
@@ -101,7 +105,7 @@ type App struct {
 
 // New builds an App from a validated configuration, in build order: logs,
 // metrics, memory store, breaker, cluster, upstream client, live feed,
-// fetch path, WebSocket pass-through, HTTP server with the batch
+// disk history tier, fetch path, WebSocket pass-through, HTTP server with the batch
 // endpoints, status page. Background work (live feed, status collector)
 // starts last, once everything it refers to exists. On error, what was
 // built is closed again.
@@ -109,7 +113,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 	a := &App{Config: cfg, opts: opts}
 	steps := []func() error{
 		a.newLogging, a.newParsed, a.newMetrics, a.newStore, a.newBreaker,
-		a.newCluster, a.newUpstream, a.newLive, a.newFetcher, a.newWS,
+		a.newCluster, a.newUpstream, a.newLive, a.newDisk, a.newFetcher, a.newWS,
 		a.newServer, a.newStatus,
 	}
 	for _, step := range steps {
@@ -345,11 +349,17 @@ func (a *App) newFetcher() error {
 	if a.Cluster != nil {
 		shared = a.Cluster
 	}
+	var diskTier fetch.Disk
+	if a.Disk.Stats().State == disk.StateUp {
+		diskTier = a.Disk // the fetch path gets the tier only when it is up at start
+	}
 	var err error
 	a.Fetcher, err = fetch.New(fetch.Config{
 		Store:       store,
 		OnRequest:   onRequest,
 		Shared:      shared,
+		Disk:        diskTier,
+		Offline:     cfg.Upstream.Offline,
 		Upstream:    a.Upstream,
 		Timeout:     a.fetchTimeout,
 		NegativeTTL: time.Duration(cfg.Cache.NegativeTTL),
@@ -359,6 +369,7 @@ func (a *App) newFetcher() error {
 		Metrics:     a.Metrics,
 		Logger:      a.Logger,
 		Now:         clock.NowFunc(a.opts.Clock),
+		AfterFunc:   clock.AfterFuncOf(a.opts.Clock),
 	})
 	if err != nil {
 		return err
@@ -367,13 +378,56 @@ func (a *App) newFetcher() error {
 	return nil
 }
 
+// newDisk opens the history tier (docs/history.md) and registers its
+// metrics. An unusable directory is not an error: the store is down, says
+// why once (log line, /readyz, kproxy_disk_up) and kproxy serves without
+// it. Closed after the fetches it may still receive have ended: what is
+// queued reaches the disk and the directory is released.
+func (a *App) newDisk() error {
+	cfg := a.Config
+	var err error
+	a.Disk, err = disk.Open(disk.Config{
+		Path:     cfg.Cache.Disk.Path,
+		MaxBytes: int64(cfg.Cache.Disk.MaxBytes),
+		Logger:   a.Logger,
+		Now:      clock.NowFunc(a.opts.Clock),
+	})
+	if err != nil {
+		return fmt.Errorf("config: cache.disk: %w", err)
+	}
+	a.onClose(func() {
+		if err := a.Disk.Close(); err != nil {
+			a.Logger.Warn("closing the disk cache failed", "err", err)
+		}
+	})
+	a.Metrics.EnableDisk(func() metrics.DiskStats {
+		st := a.Disk.Stats()
+		return metrics.DiskStats{Up: st.State == disk.StateUp, Items: st.Items, Bytes: st.Bytes,
+			Hits: st.Hits, Corrupt: st.Corrupt, Evictions: st.Evictions, Writes: st.Writes, Dropped: st.Dropped}
+	})
+	return nil
+}
+
+// diskPart is the status page's disk tier section.
+func (a *App) diskPart() status.Part {
+	return status.PartFunc(func() map[string]any {
+		st := a.Disk.Stats()
+		p := map[string]any{"state": string(st.State), "bytes": st.Bytes, "max_bytes": st.MaxBytes, "items": st.Items,
+			"hits": st.Hits, "immutable": st.Immutable, "corrupt": st.Corrupt}
+		if st.Reason != "" && st.State == disk.StateDown {
+			p["reason"] = st.Reason
+		}
+		return p
+	})
+}
+
 // waitFetches gives shared fetches nobody waits for any more the shutdown
 // timeout to store their answers; past it, the stores are left open for
 // them (the process is ending anyway).
 func (a *App) waitFetches() {
 	done := make(chan struct{})
 	go func() {
-		a.Fetcher.Wait()
+		a.Fetcher.Close() // also cancels refreshes scheduled ahead of expiry
 		close(done)
 	}()
 	t := time.NewTimer(time.Duration(a.Config.ShutdownTimeout))
@@ -422,6 +476,8 @@ func (a *App) newServer() error {
 		UpstreamURL: a.origin.String(),
 		RedisState:  redisState,
 		LiveState:   a.liveState,
+		Disk:        a.Disk,
+		Offline:     a.Config.Upstream.Offline,
 		Metrics:     a.Metrics,
 		Logger:      a.Logger,
 		AccessLog:   a.access,

@@ -144,7 +144,7 @@ func TestClientDisconnectDoesNotCancelSharedFetch(t *testing.T) {
 			results <- resp.StatusCode
 		}()
 	}
-	h.AwaitInFlight(1 + followers) // the followers reached kproxy while the fetch is held
+	h.AwaitCollapsed(metaSeries, 1+followers) // the followers joined the held fetch
 	cancel()
 	if err := <-leaderDone; err == nil {
 		t.Errorf("canceled leader got an answer")
@@ -429,7 +429,7 @@ func TestCredentialFailuresAreNotShared(t *testing.T) {
 			results <- resp.StatusCode
 		}()
 	}
-	h.AwaitInFlight(1 + good)
+	h.AwaitCollapsed(path, 1+good)
 	close(answer)
 	if got := <-badDone; got != http.StatusUnauthorized {
 		t.Errorf("bad key: status = %d, want 401", got)

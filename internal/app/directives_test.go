@@ -38,7 +38,7 @@ func TestMaxAgeZeroForcesAFreshCoalescedFetch(t *testing.T) {
 		})
 	}
 	kproxytest.Eventually(t, 5*time.Second, "the fetch reaches the upstream", func() bool { return h.fake.Count(metaSeries) > before })
-	h.AwaitInFlight(10) // the others reached kproxy while the fetch is held
+	h.AwaitCollapsed(metaSeries, 10) // the others joined the held fetch
 	release()
 	wg.Wait()
 	if got := h.fake.Count(metaSeries) - before; got != 1 {

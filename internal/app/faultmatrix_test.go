@@ -420,7 +420,7 @@ func runCell(t *testing.T, bh behaviour, kind string) cellResult {
 		}
 		// The gate holds the leader's attempt: all 20 in flight at once
 		// are the leader and its followers.
-		h.AwaitInFlight(20)
+		h.AwaitCollapsed(fmMarket, 20)
 		close(g.open)
 		collapsed := 0
 		for i := range 20 {

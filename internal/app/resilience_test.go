@@ -862,7 +862,7 @@ func TestCoalescedFollowersSpendNoToken(t *testing.T) {
 	for i := 0; i < 9; i++ {
 		go func() { answers <- h.send(http.MethodGet, path, nil) }()
 	}
-	h.AwaitInFlight(10) // the followers reached kproxy while the fetch is held
+	h.AwaitCollapsed(path, 10) // the followers joined the held fetch
 	release()
 	collapsed := 0
 	for i := 0; i < 10; i++ {
@@ -1123,7 +1123,7 @@ func TestMetricsExposeEveryContractMetric(t *testing.T) {
 		go func() { defer wg.Done(); h.send(http.MethodGet, marketPath(3), nil) }()
 	}
 	kproxytest.Eventually(t, 5*time.Second, "leader upstream", func() bool { return h.fake.Total() > arr })
-	h.AwaitInFlight(5) // the others reached kproxy while the fetch is held
+	h.AwaitCollapsed(marketPath(3), 5) // the others joined the held fetch
 	release()
 	wg.Wait()
 	// A batch item.

@@ -12,9 +12,12 @@ import (
 	"time"
 )
 
-// Clock tells the time.
+// Clock tells the time, and runs functions once a while has passed on it.
 type Clock interface {
 	Now() time.Time
+	// AfterFunc runs f once d has passed on this clock (time.AfterFunc
+	// for Real; see Fake.AfterFunc) and returns its Timer.
+	AfterFunc(d time.Duration, f func()) Timer
 }
 
 // Real is the wall clock.
@@ -35,8 +38,10 @@ func NowFunc(c Clock) func() time.Time {
 // Fake is a clock that moves only when told to. The zero value is not
 // usable; build one with NewFake. Its methods are safe for concurrent use.
 type Fake struct {
-	mu  sync.Mutex
-	now time.Time
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer // AfterFunc's, not yet run (timer.go)
+	seq    uint64
 }
 
 // NewFake returns a Fake reading start.
@@ -50,19 +55,25 @@ func (f *Fake) Now() time.Time {
 }
 
 // Advance moves the time forward by d (d < 0 is ignored: time never runs
-// backwards) and returns the new time.
+// backwards) and returns the new time. Timers due on the way run first, in
+// order, each at its due time (Fake.AfterFunc).
 func (f *Fake) Advance(d time.Duration) time.Time {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if d > 0 {
-		f.now = f.now.Add(d)
+		f.moveTo(f.now.Add(d))
 	}
 	return f.now
 }
 
-// Set moves the time to t, forwards or backwards.
+// Set moves the time to t, forwards (running the timers due on the way,
+// as Advance does) or backwards.
 func (f *Fake) Set(t time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if t.After(f.now) {
+		f.moveTo(t)
+		return
+	}
 	f.now = t
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kproxy/kproxy/internal/fetch"
+	"github.com/kproxy/kproxy/internal/httperr"
 	"github.com/kproxy/kproxy/internal/upstream"
 )
 
@@ -65,7 +66,7 @@ func (c *Cluster) Acquire(ctx context.Context, key string, fresh bool, since tim
 	wait:
 		select {
 		case <-ctx.Done():
-			return fetch.Turn{Waited: true, Err: &upstream.Error{Status: 504, Code: "coalesce_timeout",
+			return fetch.Turn{Waited: true, Err: &upstream.Error{Status: 504, Code: httperr.CodeCoalesceTimeout,
 				Msg: "timed out waiting for another replica's fetch", Err: ctx.Err()}}
 		case <-tick.C:
 		case m := <-msgs:

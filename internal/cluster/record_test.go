@@ -26,7 +26,7 @@ func TestReplicasReadTheSameEntry(t *testing.T) {
 	fetched := time.Date(2026, 12, 7, 7, 1, 2, 345678901, time.UTC)
 	big := bytes.Repeat([]byte(`{"market":{"ticker":"KXFOO-26JUN30-A","yes_bid_dollars":"0.4200"}},`), 40)
 	pushed := entry("/trade-api/v2/markets/KXFOO", big, fetched).
-		Derived(nil, fetched.Add(time.Minute), fetched.Add(2*time.Minute), fetched.Add(time.Hour), "pushed")
+		Derived(nil, time.Time{}, fetched.Add(time.Minute), fetched.Add(2*time.Minute), fetched.Add(time.Hour), "pushed")
 	for _, tt := range []struct {
 		name     string
 		e        *cache.Entry

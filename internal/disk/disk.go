@@ -166,6 +166,8 @@ type Stats struct {
 	Items    int
 	Bytes    int64
 	MaxBytes int64
+	// Immutable counts the items stored immutable.
+	Immutable int
 	// Hits and Misses count Get; Corrupt counts records found damaged (by
 	// Get or List) and dropped; Expired counts entries dropped past their
 	// windows.
@@ -489,7 +491,7 @@ func (s *Store) List(prefix string, limit int) ([]Item, int) {
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	st := Stats{
-		Items: s.idx.len(), Bytes: s.idx.bytes, MaxBytes: s.cfg.MaxBytes,
+		Items: s.idx.len(), Bytes: s.idx.bytes, MaxBytes: s.cfg.MaxBytes, Immutable: s.idx.immutable,
 		State: s.state, Reason: s.why,
 	}
 	s.mu.Unlock()
@@ -544,6 +546,14 @@ type meta struct {
 	expires int64  // Unix ns; math.MaxInt64 for an immutable entry
 }
 
+// immutable is 1 for the meta of an immutable entry, else 0.
+func (m meta) immutable() int {
+	if m.expires == math.MaxInt64 {
+		return 1
+	}
+	return 0
+}
+
 const metaVersion, metaLen = 1, 25
 
 func (m meta) encode() []byte {
@@ -590,7 +600,9 @@ type index struct {
 	m     map[string]*item
 	lru   *list.List // of *item
 	bytes int64
-	seq   uint64 // last sequence number handed out
+	// immutable counts the items whose meta never expires.
+	immutable int
+	seq       uint64 // last sequence number handed out
 	// loaded is false until the writer has read the meta bucket; touches
 	// made before are kept (bounded) in early and applied then.
 	loaded bool
@@ -643,6 +655,7 @@ func (x *index) bump(it *item) {
 func (x *index) set(key string, m meta) {
 	if it := x.m[key]; it != nil {
 		x.bytes += m.size - it.meta.size
+		x.immutable += m.immutable() - it.meta.immutable()
 		it.meta = m
 		x.lru.MoveToFront(it.elem)
 		return
@@ -651,6 +664,7 @@ func (x *index) set(key string, m meta) {
 	it.elem = x.lru.PushFront(it)
 	x.m[key] = it
 	x.bytes += m.size
+	x.immutable += m.immutable()
 }
 
 func (x *index) remove(key string) (meta, bool) {
@@ -661,6 +675,7 @@ func (x *index) remove(key string) (meta, bool) {
 	delete(x.m, key)
 	x.lru.Remove(it.elem)
 	x.bytes -= it.meta.size
+	x.immutable -= it.meta.immutable()
 	it.dirty = false
 	return it.meta, true
 }

@@ -84,7 +84,7 @@ func TestRoundTripAndReopen(t *testing.T) {
 	clk := clock.NewFake(t0.Add(time.Second))
 	cfg := Config{Path: dir, Now: clk.Now}
 	pushed := newEntry("/trade-api/v2/markets/KXP", body(3, 2000, true), t0, time.Minute).
-		Derived(nil, t0.Add(time.Hour), t0.Add(2*time.Hour), t0.Add(3*time.Hour), "pushed")
+		Derived(nil, time.Time{}, t0.Add(time.Hour), t0.Add(2*time.Hour), t0.Add(3*time.Hour), "pushed")
 	entries := []struct {
 		e         *cache.Entry
 		immutable bool
@@ -129,8 +129,14 @@ func TestRoundTripAndReopen(t *testing.T) {
 	s2 := open(t, cfg)
 	check(s2, "after reopen")
 	s2.Flush()
-	if st := s2.Stats(); st.Items != len(entries) || st.State != StateUp || st.Reason != "" {
-		t.Errorf("Stats after reopen = %+v, want %d items, up", st, len(entries))
+	if st := s2.Stats(); st.Items != len(entries) || st.Immutable != 1 || st.State != StateUp || st.Reason != "" {
+		t.Errorf("Stats after reopen = %+v, want %d items (1 immutable), up", st, len(entries))
+	}
+	if n := s2.Purge("/trade-api/v2/historical/"); n != 1 {
+		t.Fatalf("Purge of the immutable entry removed %d, want 1", n)
+	}
+	if st := s2.Stats(); st.Immutable != 0 {
+		t.Errorf("Stats().Immutable after its purge = %d, want 0", st.Immutable)
 	}
 }
 

@@ -314,6 +314,7 @@ func (s *Store) load(first bool) {
 		it.elem = x.lru.PushFront(it)
 		x.m[it.key] = it
 		x.bytes += it.meta.size
+		x.immutable += it.meta.immutable()
 		x.seq = max(x.seq, it.meta.seq)
 	}
 	x.loaded = true

@@ -69,12 +69,25 @@ type Config struct {
 	// on an L1 miss, and claimed before an upstream fetch so that one
 	// replica fetches a key for all.
 	Shared Shared
+	// Disk, if set, is the history tier (disk.go): consulted on an L1
+	// miss before Shared, and given stored answers that are immutable or
+	// live at least MinDiskTTL.
+	Disk Disk
+	// Offline, when set, never contacts the upstream (offline.go): Get
+	// answers from what memory and Disk hold, or 504 not_cached.
+	Offline bool
 	// Metrics may be nil (nothing recorded); Logger may be nil (nothing
 	// logged).
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// AfterFunc schedules the refreshes ahead of expiry (refresh.go) on
+	// the same clock as Now: it runs fn once d has passed, on a goroutine
+	// of its own, and returns a function that cancels it (reporting
+	// whether it did), as time.AfterFunc(d, fn).Stop does. nil means
+	// time.AfterFunc.
+	AfterFunc func(d time.Duration, fn func()) (stop func() bool)
 }
 
 // Fetcher is safe for concurrent use.
@@ -94,7 +107,11 @@ type Fetcher struct {
 	xform     func(*route.Route, []byte) []byte
 	onReq     func(*route.Route, string, time.Time)
 	shared    Shared
+	disk      Disk
+	offline   bool
 	bg        sync.WaitGroup
+	// ahead holds the refreshes ahead of expiry scheduled (refresh.go).
+	ahead aheadTimers
 }
 
 // New builds a Fetcher.
@@ -114,6 +131,8 @@ func New(cfg Config) (*Fetcher, error) {
 		xform:     cfg.Transform,
 		onReq:     cfg.OnRequest,
 		shared:    cfg.Shared,
+		disk:      cfg.Disk,
+		offline:   cfg.Offline,
 		staleWait: cfg.StaleWait,
 	}
 	if f.timeout <= 0 {
@@ -127,6 +146,10 @@ func New(cfg Config) (*Fetcher, error) {
 	}
 	if f.now == nil {
 		f.now = time.Now
+	}
+	f.ahead.afterFunc = cfg.AfterFunc
+	if f.ahead.afterFunc == nil {
+		f.ahead.afterFunc = func(d time.Duration, fn func()) func() bool { return time.AfterFunc(d, fn).Stop }
 	}
 	if cfg.AutoWindow > 0 {
 		f.auto = &autoBatcher{f: f, window: cfg.AutoWindow}
@@ -161,6 +184,12 @@ type Request struct {
 	// OnlyIfCached answers from the cache (fresh, or stale within either
 	// stale window) or fails with 504 not_cached; nothing is fetched.
 	OnlyIfCached bool
+	// MaxAge, MinFresh and MaxStale are the request's freshness limits
+	// (Directives; 0 means none): a stored answer older than MaxAge, or
+	// with less than MinFresh of freshness left, is fetched again as with
+	// NoCache; a stale one up to MaxStale past its ttl (within its
+	// retention) is answered at once while one background refresh runs.
+	MaxAge, MinFresh, MaxStale time.Duration
 	// Client names the client for fair shares of the upstream budget;
 	// empty means ClientName(Header, RemoteAddr), worked out when a fetch
 	// starts (a bad Kproxy-Client then fails the request with
@@ -211,22 +240,32 @@ func (f *Fetcher) Get(ctx context.Context, req *Request) Result {
 		f.onReq(req.Route, req.Key, now)
 	}
 	cached, ok := f.store.Get(req.Key)
-	sharedHit := false
-	if !ok && f.shared != nil {
-		cached, ok = f.lookupShared(ctx, req.Key, now)
-		sharedHit = ok
+	// tier is the outcome of a fresh answer: Hit from L1, DiskHit or
+	// SharedHit from the tiers below (disk.go), looked at on an L1 miss only.
+	tier := Hit
+	if !ok && (f.disk != nil || f.shared != nil) {
+		cached, ok, tier = f.lookupTiers(ctx, req.Key, now)
+	}
+	if f.offline { // offline.go: never past the cache
+		return offlineAnswer(cached, ok, now)
 	}
 	if req.OnlyIfCached {
-		return onlyIfCached(cached, ok, sharedHit, now)
+		return onlyIfCached(cached, ok, tier, now)
+	}
+	if ok && !req.NoCache && (req.MaxAge > 0 || req.MinFresh > 0) && !acceptable(cached, req, now) {
+		// The request's own limits refuse the copy: fetch as no-cache.
+		r := *req
+		r.NoCache = true
+		return f.miss(ctx, r, cached, ok, "request")
 	}
 	if ok && !req.NoCache {
 		if cached.Fresh(now) {
-			if sharedHit {
-				return Result{Entry: cached, Outcome: SharedHit}
+			if tier == Hit {
+				f.noteHit(req, cached, now) // refresh.go: refresh a polled key ahead of expiry
 			}
-			return Result{Entry: cached, Outcome: Hit}
+			return Result{Entry: cached, Outcome: tier}
 		}
-		if cached.Revalidatable(now) {
+		if cached.Revalidatable(now) || withinMaxStale(cached, req.MaxStale, now) {
 			f.refresh(ctx, req)
 			return Result{Entry: cached, Outcome: Revalidating}
 		}
@@ -263,6 +302,8 @@ func (f *Fetcher) miss(ctx context.Context, req Request, cached *cache.Entry, ok
 		r.call = c
 		return f.load(ctx, &r, hdr, !req.NoCache)
 	})
+	c.waiting.Add(1)
+	defer c.waiting.Add(-1)
 	var failed <-chan struct{}
 	var waited <-chan time.Time
 	if ok && !req.NoCache && cached.ServableOnError(f.now()) {
@@ -355,9 +396,18 @@ func (f *Fetcher) refresh(ctx context.Context, req *Request) {
 }
 
 // Wait blocks until shared fetches and background refreshes under way have
-// finished, including those no client waits for any more. Call it after the
-// HTTP server has stopped (shutdown, tests), before closing the store.
+// finished, including those no client waits for any more (a barrier for
+// tests; refreshes scheduled ahead of expiry and not yet started stay
+// scheduled).
 func (f *Fetcher) Wait() { f.bg.Wait() }
+
+// Close cancels the refreshes scheduled ahead of expiry (none is scheduled
+// after it) and then waits like Wait. Call it after the HTTP server has
+// stopped, before closing the store.
+func (f *Fetcher) Close() {
+	f.ahead.stopAll()
+	f.bg.Wait()
+}
 
 // load makes one upstream fetch for req on ctx (a leader's, see lead) and
 // stores a storable answer.
@@ -385,7 +435,7 @@ func (f *Fetcher) load(ctx context.Context, req *Request, hdr http.Header, check
 		}
 		claim = c
 	}
-	fl := &flight{epoch: epoch}
+	fl := &flight{epoch: epoch, start: start}
 	if claim != nil {
 		defer func() { releaseShared(claim, fl) }()
 	}
@@ -453,13 +503,26 @@ func (f *Fetcher) finish(fl *flight, req *Request, cred upstream.Credentials, st
 	if status == http.StatusOK && f.xform != nil {
 		body = f.xform(req.Route, body)
 	}
-	fl.entry = cache.NewEntry(req.Key, status, header, body, f.now(), w, storable)
+	fetched := f.now()
+	// immutable.go: settled history is fresh forever.
+	immutable := storable && isImmutable(req.Route, req.Key, status, body, fetched)
+	if immutable {
+		w, retention = cache.Windows{TTL: Forever}, Forever
+	}
+	fl.entry = cache.NewEntry(req.Key, status, header, body, fetched, w, storable)
+	if immutable {
+		fl.entry.Detail = DetailImmutable // not yet shared: still being built
+	}
+	if !fl.start.IsZero() {
+		fl.entry.Took = fetched.Sub(fl.start) // refresh.go; not yet shared
+	}
 	fl.credential = (status == http.StatusUnauthorized || status == http.StatusForbidden) && cred == upstream.Forward
 	_, _, public := f.policy(req.Route, http.StatusOK, header)
 	fl.private = !public
 	fl.outcome = Uncacheable
 	if storable {
 		f.storeFenced(fl, retention)
+		f.keepOnDisk(fl.entry, w.TTL, immutable) // disk.go
 		fl.outcome = Stored
 	}
 }

@@ -39,6 +39,9 @@ type call struct {
 	failStatus int
 	failOnce   sync.Once
 	attempts   atomic.Int32
+	// waiting counts the requests waiting on the call (its leader
+	// included), counted once they have joined it.
+	waiting atomic.Int32
 }
 
 // flight is what one fetch came to.
@@ -62,6 +65,20 @@ type flight struct {
 	epoch     uint64
 	retention time.Duration
 	attempts  int
+	// start is when the fetch began (its clock), zero when unknown: the
+	// entry's Took.
+	start time.Time
+}
+
+// Waiting is the number of requests waiting on the fetch of key under way
+// (0 when none is): each is counted once it has joined that fetch, so a
+// test that holds the upstream can wait for N requests to have collapsed
+// onto one fetch before it lets the answer go.
+func (f *Fetcher) Waiting(key string) int {
+	if c := f.flights.lookup(key); c != nil {
+		return int(c.waiting.Load())
+	}
+	return 0
 }
 
 // lookup returns the call of key in flight, or nil.

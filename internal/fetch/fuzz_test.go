@@ -11,8 +11,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kproxy/kproxy/cache"
 	"github.com/kproxy/kproxy/internal/upstream"
@@ -39,6 +41,18 @@ func refDirectives(h http.Header) Directives {
 				}
 				if hasValue && value != "" && strings.Trim(value, "0") == "" {
 					d.NoCache = true
+				} else if n, ok := refDelta(value); ok {
+					d.MaxAge = n
+				}
+			case "min-fresh":
+				if n, ok := refDelta(value); ok {
+					d.MinFresh = n
+				}
+			case "max-stale":
+				if strings.TrimSpace(value) == "" {
+					d.MaxStale = AnyStale
+				} else if n, ok := refDelta(value); ok {
+					d.MaxStale = n
 				}
 			}
 		}
@@ -53,12 +67,31 @@ func refDirectives(h http.Header) Directives {
 	return d
 }
 
+// refDelta reads a delta-seconds value (RFC 9111 section 1.2.2: digits,
+// here possibly quoted; too large a value is read as 2^31).
+func refDelta(v string) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	if v == "" || strings.Trim(v, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n > 1<<31 {
+		n = 1 << 31 // only ErrRange is possible: the value is all digits
+	}
+	return time.Duration(n) * time.Second, true
+}
+
 func FuzzParseDirectives(f *testing.F) {
 	for _, s := range [][2]string{
 		{"no-cache", ""}, {"NO-CACHE", ""}, {"max-age=0", ""}, {"max-age=00", ""}, {`max-age="0"`, ""},
 		{"max-age=1", ""}, {"max-age=", ""}, {"max-age", ""}, {"only-if-cached", ""}, {"x-no-cache", ""},
 		{"no-cache-please", ""}, {"public, max-age=0, must-revalidate", ""}, {"", "no-cache"}, {"", "x, no-cache"},
 		{`no-cache="Set-Cookie"`, ""}, {"max-age=-0", ""}, {" max-age = 0 ", ""},
+		{"min-fresh=5", ""}, {"max-stale", ""}, {"max-stale=7, max-age=3", ""}, {`max-stale="1x"`, ""},
+		{"max-age=99999999999999999999999", ""},
 	} {
 		f.Add(s[0], s[1])
 	}

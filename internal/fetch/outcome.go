@@ -35,16 +35,23 @@ const (
 	SharedHit
 	// Bypassed: not cacheable, passed through as is (never a Get result).
 	Bypassed
+	// DiskHit: a fresh (or immutable) entry read from the disk tier (the
+	// first answer after a restart); an X-Cache HIT with detail=disk.
+	DiskHit
+	// Offline: a fresh (or immutable) entry served while kproxy is
+	// offline; an X-Cache HIT with detail=offline. (A stale one offline is
+	// StaleOnError with Detail DetailOffline.)
+	Offline
 )
 
-var outcomeNames = [...]string{"hit", "revalidating", "stale-if-error", "stored", "uncacheable", "collapsed", "failed", "shared", "bypass"}
+var outcomeNames = [...]string{"hit", "revalidating", "stale-if-error", "stored", "uncacheable", "collapsed", "failed", "shared", "bypass", "disk", "offline"}
 
 // String is the outcome's word: the Cache-Status member or detail that
 // names it.
 func (o Outcome) String() string { return outcomeNames[o] }
 
 var xCache = [...]string{
-	Hit: "HIT", SharedHit: "HIT",
+	Hit: "HIT", SharedHit: "HIT", DiskHit: "HIT", Offline: "HIT",
 	Revalidating: "STALE", StaleOnError: "STALE",
 	Stored: "MISS", Uncacheable: "MISS", Collapsed: "MISS", Failed: "MISS",
 	Bypassed: "BYPASS",
@@ -76,9 +83,13 @@ const (
 )
 
 // HitStatus is the Cache-Status of a fresh hit with ttl whole seconds of
-// freshness left; detail, when set, is the entry's own (pushed, ...). It is
-// the renderer cache.Entry.HitHeaders caches per second.
+// freshness left; detail, when set, is the entry's own (pushed, immutable,
+// ...). An immutable entry has no ttl, and none is named. It is the
+// renderer cache.Entry.HitHeaders caches per second.
 func HitStatus(ttl int64, detail string) string {
+	if detail == DetailImmutable {
+		return "kproxy; " + Hit.String() + "; detail=" + detail
+	}
 	s := "kproxy; " + Hit.String() + "; ttl=" + strconv.FormatInt(ttl, 10)
 	if detail != "" {
 		s += "; detail=" + detail
@@ -104,15 +115,18 @@ func (res Result) CacheStatus(ttl time.Duration) string {
 	case Uncacheable:
 		return "kproxy" + fwd + "; fwd-status=" + strconv.Itoa(res.Entry.Status)
 	}
-	hit := "kproxy; hit; ttl=" + strconv.FormatInt(int64(ttl/time.Second), 10)
+	hit := "kproxy; hit"
+	if res.Entry.Detail != DetailImmutable { // fresh forever: no ttl
+		hit += "; ttl=" + strconv.FormatInt(int64(ttl/time.Second), 10)
+	}
 	switch res.Outcome {
 	case Revalidating:
 		return hit + "; fwd=stale; detail=" + Revalidating.String()
-	case SharedHit:
-		return hit + "; detail=" + SharedHit.String()
+	case SharedHit, DiskHit, Offline:
+		return hit + "; detail=" + res.Outcome.String()
 	case StaleOnError:
 		switch res.Detail {
-		case DetailOnlyIfCached: // served without forwarding
+		case DetailOnlyIfCached, DetailOffline: // served without forwarding
 			return hit + "; detail=" + res.Detail
 		case "":
 			return hit + "; fwd=stale; fwd-status=" + strconv.Itoa(res.FwdStatus)

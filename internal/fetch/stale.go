@@ -31,12 +31,10 @@ var ErrNotCached = &upstream.Error{Status: http.StatusGatewayTimeout, Code: http
 // a hit, a stale one within either window is served as stale with detail
 // only-if-cached, anything else is 504 not_cached. Nothing is fetched or
 // refreshed.
-func onlyIfCached(cached *cache.Entry, ok, shared bool, now time.Time) Result {
+func onlyIfCached(cached *cache.Entry, ok bool, tier Outcome, now time.Time) Result {
 	switch {
-	case ok && cached.Fresh(now) && shared:
-		return Result{Entry: cached, Outcome: SharedHit}
 	case ok && cached.Fresh(now):
-		return Result{Entry: cached, Outcome: Hit}
+		return Result{Entry: cached, Outcome: tier}
 	case ok && (cached.Revalidatable(now) || cached.ServableOnError(now)):
 		return Result{Entry: cached, Outcome: StaleOnError, Detail: DetailOnlyIfCached}
 	}

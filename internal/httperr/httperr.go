@@ -47,6 +47,7 @@ const (
 	CodeBadUpstreamAnswer   = "bad_upstream_answer"  // 502: a batch item's 2xx body is not the route's shape
 	CodeBreakerOpen         = "breaker_open"         // 503
 	CodeDraining            = "draining"             // 503: shutting down
+	CodeOffline             = "offline"              // 503: upstream.offline, and the request would need Kalshi
 	CodeUpstreamTimeout     = "upstream_timeout"     // 504
 	CodeCoalesceTimeout     = "coalesce_timeout"     // 504: another replica's fetch took too long
 	CodeSigningFailed       = "signing_failed"       // 500

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,6 +27,7 @@ import (
 	"github.com/kproxy/kproxy/internal/clock"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/route"
 )
 
 // start is where every fake clock of this package starts: the real
@@ -186,6 +188,7 @@ func New(t testing.TB, options ...Option) *Proxy {
 	}
 
 	cfg := config.Default()
+	cfg.Cache.Disk.Path = "" // tests never write the real ~/.cache/kproxy; WithConfig turns it on
 	cfg.Upstream.URL = p.UpstreamURL
 	rate := 10000.0
 	cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &rate, &rate
@@ -351,6 +354,19 @@ func (p *Proxy) AwaitInFlight(n int) {
 			p.t.Fatalf("kproxytest: %d requests in flight after 10s, want %d", p.InFlight(), n)
 		}
 	}
+}
+
+// AwaitCollapsed waits until n requests for path (with its query) are
+// waiting on one fetch of its cache key: the strict barrier "the followers
+// have joined the stalled leader's flight" (AwaitInFlight only knows they
+// entered kproxy). It polls the fetch path's count, bounded by 10s.
+func (p *Proxy) AwaitCollapsed(path string, n int) {
+	p.t.Helper()
+	pth, query, _ := strings.Cut(path, "?")
+	key := route.Key(pth, query)
+	Eventually(p.t, 10*time.Second, fmt.Sprintf("%d requests waiting on the fetch of %s", n, key), func() bool {
+		return p.App.Fetcher.Waiting(key) >= n
+	})
 }
 
 // Get sends a GET for path with header pairs ("Name", "value", ...); see Do.

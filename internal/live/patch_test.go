@@ -485,3 +485,61 @@ func TestPatchNeverResurrectsOlderBody(t *testing.T) {
 		t.Errorf("stored body lacks the last pushed price %s", last.values[fYesBid])
 	}
 }
+
+// TestRevertRestoresRouteWindows: when the feed goes down, a pushed entry
+// is back on its route's ttl and both stale windows, counted from its
+// fetch, not on windows stretched from the pushed freshness: a route's
+// stale_while_revalidate is obeyed exactly.
+func TestRevertRestoresRouteWindows(t *testing.T) {
+	r := newRig(t, false)
+	key := singlePrefix + vr
+	rt := r.routes.Match(singlePrefix + vr)
+	r.hot(map[string]*state{vr: parsed(t, tickerJSON(t, vr, "0.4500", "0.5300", "0.4800", "33896.00", "20422.00"))})
+	r.put(key, readFile(t, "market.json"), t0)
+	if e := r.get(t, key); !e.RevalidateUntil.After(t0.Add(rt.TTL + rt.StaleWhileRevalidate)) {
+		t.Fatalf("not pushed: revalidatable until +%v", e.RevalidateUntil.Sub(t0))
+	}
+	r.f.healthy.Store(false)
+	r.f.revertAll()
+	e := r.get(t, key)
+	for _, w := range []struct {
+		name      string
+		got, want time.Time
+	}{
+		{"fresh", e.FreshUntil, t0.Add(rt.TTL)},
+		{"revalidatable", e.RevalidateUntil, t0.Add(rt.TTL + rt.StaleWhileRevalidate)},
+		{"servable on error", e.ErrorUntil, t0.Add(rt.TTL + rt.StaleIfError)},
+	} {
+		if !w.got.Equal(w.want) {
+			t.Errorf("%s until +%v, want +%v", w.name, w.got.Sub(t0), w.want.Sub(t0))
+		}
+	}
+}
+
+// TestPushResetsAge: Age counts from the push that last changed the body;
+// a revert (no new body) keeps it.
+func TestPushResetsAge(t *testing.T) {
+	r := newRig(t, false)
+	key := singlePrefix + vr
+	r.put(key, readFile(t, "market.json"), t0)
+	if got := r.get(t, key).AgeSeconds(t0.Add(7 * time.Second)); got != 7 {
+		t.Fatalf("Age before any push = %d, want 7", got)
+	}
+	r.mu.Lock()
+	r.now = t0.Add(30 * time.Second)
+	r.mu.Unlock()
+	r.hot(map[string]*state{vr: parsed(t, tickerJSON(t, vr, "0.4500", "0.5300", "0.4800", "33896.00", "20422.00"))})
+	r.f.push(vr)
+	e := r.get(t, key)
+	if got := e.AgeSeconds(t0.Add(35 * time.Second)); got != 5 {
+		t.Errorf("Age 5s after the push = %d, want 5", got)
+	}
+	if !e.FetchedAt.Equal(t0) {
+		t.Errorf("FetchedAt moved to +%v, want the fetch time", e.FetchedAt.Sub(t0))
+	}
+	r.f.healthy.Store(false)
+	r.f.revertAll()
+	if got := r.get(t, key).AgeSeconds(t0.Add(35 * time.Second)); got != 5 {
+		t.Errorf("Age after the revert = %d, want 5 (the body is the pushed one)", got)
+	}
+}

@@ -183,7 +183,7 @@ func (f *Feed) withStates(e *cache.Entry, kind legacy.Kind, rt *route.Route) *ca
 	if ed.Len() > 0 {
 		body = ed.Apply(e.Body)
 	}
-	return e.Derived(body, fresh, reval, errUntil, detail)
+	return e.Derived(body, f.now(), fresh, reval, errUntil, detail)
 }
 
 func later(a, b time.Time) time.Time {
@@ -220,9 +220,12 @@ func (f *Feed) repatch(key string) {
 	}
 }
 
-// revert turns the pushed entry under key back to ttl freshness (its body
-// keeps the last pushed values, which were current when the feed stopped).
-// Call with key's stripe locked.
+// revert turns the pushed entry under key back to its route's ttl and
+// stale windows, counted from its fetch, as if it had never been pushed
+// (its body keeps the last pushed values, which were current when the feed
+// stopped): a route's stale_while_revalidate (0 included) is obeyed exactly
+// once the feed can no longer vouch for the entry. Call with key's stripe
+// locked.
 func (f *Feed) revert(key string) {
 	kind, rt := f.classify(key)
 	e, ok := f.inner.Get(key)
@@ -233,7 +236,7 @@ func (f *Feed) revert(key string) {
 	if !e.FreshUntil.After(base) {
 		return
 	}
-	n := e.Derived(nil, base, e.RevalidateUntil, e.ErrorUntil, e.Detail)
+	n := e.Derived(nil, time.Time{}, base, base.Add(rt.StaleWhileRevalidate), base.Add(rt.StaleIfError), e.Detail)
 	if r := retentionOf(n, f.now()); r > 0 {
 		f.inner.Set(n, r)
 	} else {

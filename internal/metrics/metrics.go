@@ -54,6 +54,40 @@ func (m *Metrics) EnableRedis() {
 	m.Registry.MustRegister(m.RedisUp)
 }
 
+// DiskStats is what the disk tier's metrics read at each scrape.
+type DiskStats struct {
+	Up                                        bool
+	Items                                     int
+	Bytes                                     int64
+	Hits, Corrupt, Evictions, Writes, Dropped uint64
+}
+
+// EnableDisk registers the history tier's metrics (kproxy_disk_*), read
+// from stats at each scrape; stats must be cheap and safe for concurrent
+// use. Call it once, before serving. A nil *Metrics registers nothing.
+func (m *Metrics) EnableDisk(stats func() DiskStats) {
+	if m == nil {
+		return
+	}
+	gauge := func(name, help string, v func(DiskStats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return v(stats()) })
+	}
+	counter := func(name, help string, v func(DiskStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v(stats())) })
+	}
+	m.Registry.MustRegister(
+		gauge("kproxy_disk_up", "1 while the disk tier (cache.disk.path) is in use, 0 while it is off or down.",
+			func(s DiskStats) float64 { return map[bool]float64{true: 1}[s.Up] }),
+		gauge("kproxy_disk_items", "Entries held by the disk tier.", func(s DiskStats) float64 { return float64(s.Items) }),
+		gauge("kproxy_disk_bytes", "Bytes held by the disk tier, counted against cache.disk.max_bytes.", func(s DiskStats) float64 { return float64(s.Bytes) }),
+		counter("kproxy_disk_hits_total", "Answers read from the disk tier after a memory miss.", func(s DiskStats) uint64 { return s.Hits }),
+		counter("kproxy_disk_corrupt_total", "Damaged or truncated disk records found, dropped and never served.", func(s DiskStats) uint64 { return s.Corrupt }),
+		counter("kproxy_disk_evictions_total", "Disk entries removed to stay within cache.disk.max_bytes.", func(s DiskStats) uint64 { return s.Evictions }),
+		counter("kproxy_disk_writes_total", "Entries written to the disk tier.", func(s DiskStats) uint64 { return s.Writes }),
+		counter("kproxy_disk_dropped_total", "Disk writes dropped (queue full, disk down or full, entry over the bound).", func(s DiskStats) uint64 { return s.Dropped }),
+	)
+}
+
 // LiveMetrics are the push feed's metrics (live.enabled).
 type LiveMetrics struct {
 	// Connected is kproxy_live_connected: 1 while the feed's WebSocket to

@@ -55,3 +55,37 @@ func TestMethodsRecord(t *testing.T) {
 		t.Errorf("Code(1234) = %q, want 1234", got)
 	}
 }
+
+func TestEnableDiskReadsStatsAtScrape(t *testing.T) {
+	m := New(func() (int, int64) { return 0, 0 })
+	st := DiskStats{Up: true, Items: 3, Bytes: 4096, Hits: 7, Corrupt: 1, Evictions: 2, Writes: 9, Dropped: 4}
+	m.EnableDisk(func() DiskStats { return st })
+	want := map[string]float64{
+		"kproxy_disk_up": 1, "kproxy_disk_items": 3, "kproxy_disk_bytes": 4096, "kproxy_disk_hits_total": 7,
+		"kproxy_disk_corrupt_total": 1, "kproxy_disk_evictions_total": 2, "kproxy_disk_writes_total": 9,
+		"kproxy_disk_dropped_total": 4,
+	}
+	check := func(when string) {
+		t.Helper()
+		mfs, err := m.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, mf := range mfs {
+			if _, ok := want[mf.GetName()]; ok {
+				mt := mf.GetMetric()[0]
+				got[mf.GetName()] = mt.GetGauge().GetValue() + mt.GetCounter().GetValue()
+			}
+		}
+		for name, w := range want {
+			if got[name] != w {
+				t.Errorf("%s: %s = %v, want %v", when, name, got[name], w)
+			}
+		}
+	}
+	check("up")
+	st = DiskStats{}
+	want = map[string]float64{"kproxy_disk_up": 0, "kproxy_disk_items": 0}
+	check("down")
+}

@@ -48,6 +48,7 @@ type Report struct {
 	Advice        []string       `json:"advice"`
 	Redis         any            `json:"redis"`
 	Live          any            `json:"live"`
+	Disk          any            `json:"disk"`
 	Series        Series         `json:"series"`
 }
 
@@ -188,7 +189,10 @@ type Series struct {
 
 // Report builds the page's data from the samples held.
 func (c *Collector) Report() Report {
-	var redis, live any = "off", "off"
+	var redis, live, disk any = "off", "off", "off"
+	if c.cfg.Disk != nil {
+		disk = c.cfg.Disk.Status()
+	}
 	if c.cfg.Redis != nil {
 		redis = c.cfg.Redis.Status()
 	}
@@ -211,6 +215,7 @@ func (c *Collector) Report() Report {
 		UptimeSeconds: int64(now.Sub(c.started) / time.Second),
 		Redis:         redis,
 		Live:          live,
+		Disk:          disk,
 	}
 	q := cur.req
 	r.Requests = Counts{

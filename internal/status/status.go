@@ -66,6 +66,10 @@ type Config struct {
 	Breaker func() string
 	// Redis and Live are the optional features; nil shows "off".
 	Redis, Live Part
+	// Disk is the history tier (state, bytes against max_bytes, items,
+	// hits from disk, immutable entries, corrupt records dropped); nil
+	// shows "off".
+	Disk Part
 	// Interval is the time between samples; 0 means 1s.
 	Interval time.Duration
 	// Window is how much history the ring holds; 0 means 15 minutes. The

@@ -74,7 +74,7 @@ func (c *Collector) handlePage(ec echo.Context) error {
 func (c *Collector) handleJSON(ec echo.Context) error {
 	body, err := json.Marshal(c.Report())
 	if err != nil {
-		httperr.Write(ec.Response(), http.StatusInternalServerError, "status_failed", "building the status report failed", 0)
+		httperr.Write(ec.Response(), http.StatusInternalServerError, httperr.CodeStatusFailed, "building the status report failed", 0)
 		return nil
 	}
 	h := ec.Response().Header()

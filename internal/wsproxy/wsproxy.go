@@ -44,6 +44,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kproxy/kproxy/internal/header"
 	"github.com/kproxy/kproxy/internal/httperr"
 	"github.com/kproxy/kproxy/internal/metrics"
 )
@@ -229,20 +230,20 @@ func headerHasToken(h http.Header, name, token string) bool {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		httperr.Write(w, http.StatusMethodNotAllowed, "method_not_allowed", "the WebSocket endpoint takes GET handshakes only", 0)
+		httperr.Write(w, http.StatusMethodNotAllowed, httperr.CodeMethodNotAllowed, "the WebSocket endpoint takes GET handshakes only", 0)
 		return
 	}
 	if !isUpgrade(r) {
 		// The contract routes only a handshake here; anything else is the
 		// 404 of any unknown path.
-		httperr.Write(w, http.StatusNotFound, "not_found",
+		httperr.Write(w, http.StatusNotFound, httperr.CodeNotFound,
 			"no such route; "+r.URL.Path+" takes WebSocket handshakes only (Connection: Upgrade, Upgrade: websocket)", 0)
 		return
 	}
 	p.mu.Lock()
 	if p.closing {
 		p.mu.Unlock()
-		httperr.Write(w, http.StatusServiceUnavailable, "draining", "kproxy is shutting down", 0)
+		httperr.Write(w, http.StatusServiceUnavailable, httperr.CodeDraining, "kproxy is shutting down", 0)
 		return
 	}
 	p.pending++
@@ -412,9 +413,9 @@ func (p *Proxy) handshake(r *http.Request) (*upstreamConn, *http.Response, error
 	defer cancel()
 	fail := func(err error) error {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errDeadline) {
-			return &handshakeError{http.StatusGatewayTimeout, "upstream_timeout", "the upstream WebSocket handshake timed out", err}
+			return &handshakeError{http.StatusGatewayTimeout, httperr.CodeUpstreamTimeout, "the upstream WebSocket handshake timed out", err}
 		}
-		return &handshakeError{http.StatusBadGateway, "upstream_unreachable", "the upstream WebSocket endpoint failed: " + p.addr, err}
+		return &handshakeError{http.StatusBadGateway, httperr.CodeUpstreamUnreachable, "the upstream WebSocket endpoint failed: " + p.addr, err}
 	}
 	conn, err := p.dial(ctx, "tcp", p.addr)
 	if err != nil {
@@ -459,7 +460,7 @@ func (p *Proxy) handshake(r *http.Request) (*upstreamConn, *http.Response, error
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols && !headerHasToken(res.Header, "Upgrade", "websocket") {
 		conn.Close()
-		return nil, nil, &handshakeError{http.StatusBadGateway, "upstream_bad_upgrade",
+		return nil, nil, &handshakeError{http.StatusBadGateway, httperr.CodeUpstreamBadUpgrade,
 			"the upstream switched to a protocol other than websocket", fmt.Errorf("upstream Upgrade %q", res.Header.Get("Upgrade"))}
 	}
 	conn.SetDeadline(time.Time{})
@@ -473,11 +474,6 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// hopByHop are the hop-by-hop headers of RFC 9110 section 7.6.1 (plus the
-// obsolete Proxy-Connection and Keep-Alive).
-var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
 // removeHopByHop deletes the hop-by-hop headers of h, including those named
 // by its Connection header.
 func removeHopByHop(h http.Header) {
@@ -488,7 +484,7 @@ func removeHopByHop(h http.Header) {
 			}
 		}
 	}
-	for _, name := range hopByHop {
+	for _, name := range header.HopByHop {
 		delete(h, name)
 	}
 }
@@ -506,12 +502,8 @@ func (p *Proxy) outRequest(r *http.Request) *http.Request {
 	removeHopByHop(h)
 	h["Connection"] = []string{"Upgrade"}
 	h["Upgrade"] = upgrade
-	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		xff := ip
-		if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
-			xff = strings.Join(prior, ", ") + ", " + ip
-		}
-		h["X-Forwarded-For"] = []string{xff}
+	if r.RemoteAddr != "" {
+		h["X-Forwarded-For"] = header.ForwardedFor(r.Header["X-Forwarded-For"], r.RemoteAddr)
 	}
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = []string{""} // keeps Request.Write from adding Go's

@@ -81,6 +81,9 @@
     "upstream_budget.read_rate": function (v) { return v ? rate(v) : "unlimited"; },
     "upstream_budget.write_rate": function (v) { return v ? rate(v) : "unlimited"; },
     "cache.share": pct, "cache.bytes": bytes,
+    "disk.bytes": bytes, "disk.max_bytes": bytes,
+    "disk.state": function (v) { return v == null ? "off" : String(v); },
+    "disk.reason": function (v) { return v == null ? "" : String(v); },
     "cache.max_bytes": function (v) { return v ? bytes(v) : "unbounded"; },
     "version": String, "upstream": String, "breaker.state": String, "upstream_budget.tier": String,
     "redis": part, "live": part
@@ -101,6 +104,13 @@
     var v = share == null ? 0 : Math.min(share, 1);
     el.style.width = (v * 100).toFixed(1) + "%";
     el.className = "fill" + (v >= 0.9 ? " bad" : v >= 0.7 ? " warn" : "");
+  }
+
+  // diskTile draws the disk tier's bytes against its bound ("off": none).
+  function diskTile(d) {
+    var share = d && typeof d === "object" && d.max_bytes > 0 ? d.bytes / d.max_bytes : null;
+    gauge("g-disk", share);
+    document.getElementById("disk-share").textContent = pct(share);
   }
 
   function outcomeBar(rates) {
@@ -262,6 +272,7 @@
     gauge("g-read", r.upstream_budget.read_share);
     gauge("g-write", r.upstream_budget.write_share);
     gauge("g-cache", r.cache.share);
+    diskTile(r.disk);
     outcomeBar(r.rates);
     transitions(r.breaker.transitions);
     routes(r.routes);
