@@ -2,10 +2,8 @@ package app_test
 
 import (
 	"net/http"
-	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/clock"
@@ -73,32 +71,6 @@ func wantJSONError(t *testing.T, resp *http.Response, body []byte, status int, c
 	if !strings.Contains(string(body), `"code":"`+code+`"`) || !strings.Contains(string(body), `"error":`) {
 		t.Errorf("%s: body = %s, want a JSON error with code %q", resp.Request.URL, body, code)
 	}
-}
-
-// arrivalTimes is when the fake Kalshi received each request, in order; the
-// test fails unless there were want of them.
-func arrivalTimes(t testing.TB, fake *kalshitest.Server, want int) []time.Time {
-	t.Helper()
-	var at []time.Time
-	for _, q := range fake.Requests() {
-		at = append(at, q.At)
-	}
-	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
-	if len(at) != want {
-		t.Fatalf("upstream saw %d requests, want %d", len(at), want)
-	}
-	return at
-}
-
-// busiestSecond is the most of the sorted times at that fall within one
-// second of window (the first of them included).
-func busiestSecond(at []time.Time) int {
-	busiest := 0
-	for i := range at {
-		n := sort.Search(len(at), func(j int) bool { return !at[j].Before(at[i].Add(time.Second)) }) - i
-		busiest = max(busiest, n)
-	}
-	return busiest
 }
 
 // wantUpstreamTotal checks that fake received want requests in all; why,

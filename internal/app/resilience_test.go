@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -788,6 +789,32 @@ func TestEntriesLiveExactlyAsLongAsTheirWindows(t *testing.T) {
 			}
 		})
 	}
+}
+
+// arrivalTimes is when the fake Kalshi received each request, in order; the
+// test fails unless there were want of them.
+func arrivalTimes(t testing.TB, fake *kalshitest.Server, want int) []time.Time {
+	t.Helper()
+	var at []time.Time
+	for _, q := range fake.Requests() {
+		at = append(at, q.At)
+	}
+	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
+	if len(at) != want {
+		t.Fatalf("upstream saw %d requests, want %d", len(at), want)
+	}
+	return at
+}
+
+// busiestSecond is the most of the sorted times at that fall within one
+// second of window (the first of them included).
+func busiestSecond(at []time.Time) int {
+	busiest := 0
+	for i := range at {
+		n := sort.Search(len(at), func(j int) bool { return !at[j].Before(at[i].Add(time.Second)) }) - i
+		busiest = max(busiest, n)
+	}
+	return busiest
 }
 
 func TestRateLimitHoldsUnderABurstOfColdKeys(t *testing.T) {
