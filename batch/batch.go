@@ -25,6 +25,7 @@ import (
 	"github.com/kproxy/kproxy/internal/fetch"
 	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/route"
+	"github.com/kproxy/kproxy/internal/status"
 	"github.com/kproxy/kproxy/internal/upstream"
 )
 
@@ -62,6 +63,9 @@ type Config struct {
 	MaxPages int
 	// Metrics may be nil (nothing recorded).
 	Metrics *metrics.Metrics
+	// Ledger, if set, is told of every item fetch, charged to its batch
+	// endpoint (the status page's headline figures); nil counts nothing.
+	Ledger *status.Ledger
 	// Logger may be nil (nothing logged).
 	Logger *slog.Logger
 }
@@ -75,6 +79,7 @@ type Handler struct {
 	concurrency int
 	maxPages    int
 	m           *metrics.Metrics
+	ledger      *status.Ledger
 	log         *slog.Logger
 }
 
@@ -93,6 +98,7 @@ func New(cfg Config) (*Handler, error) {
 		concurrency: cmp.Or(cfg.Concurrency, DefaultConcurrency),
 		maxPages:    cmp.Or(cfg.MaxPages, DefaultMaxPages),
 		m:           cfg.Metrics,
+		ledger:      cfg.Ledger,
 		log:         cfg.Logger,
 	}
 	if h.log == nil {
@@ -116,14 +122,18 @@ type call struct {
 	remoteAddr string
 	noCache    bool
 	// charge is the batch endpoint ("/batch", "/batch/markets", ...): the
-	// status page charges the items' upstream calls to it.
+	// status page charges the items' requests and upstream calls to it.
 	charge string
+	// client names the batch's client (fetch.ClientName); "" when its
+	// Kproxy-Client is refused (then every item fetch refuses it too).
+	client string
 }
 
 // newCall takes from the batch request what its items' fetches need.
-func newCall(c echo.Context) *call {
+func (h *Handler) newCall(c echo.Context) *call {
 	r := c.Request()
-	return &call{header: itemHeader(r.Header), remoteAddr: r.RemoteAddr, noCache: fetch.NoCache(r.Header), charge: c.Path()}
+	client, _ := h.fetch.ClientName(r.Header, r.RemoteAddr)
+	return &call{header: itemHeader(r.Header), remoteAddr: r.RemoteAddr, noCache: fetch.NoCache(r.Header), charge: c.Path(), client: client}
 }
 
 // notForwarded are batch request headers its items' fetches never carry:
@@ -150,13 +160,16 @@ func itemHeader(in http.Header) http.Header {
 	return out
 }
 
-// get fetches one resolved item through the fetch path. It starts nothing
-// once ctx is done, so a client that has gone causes no new upstream work.
+// get fetches one resolved item through the fetch path and counts it in
+// the ledger: every fetch of an item, a page of a series or a series check
+// (an item repeated in one batch is fetched, and counted, once). It starts
+// nothing once ctx is done, so a client that has gone causes no new
+// upstream work.
 func (h *Handler) get(ctx context.Context, c *call, t target) fetch.Result {
 	if err := ctx.Err(); err != nil {
 		return fetch.Result{Outcome: fetch.Failed, Err: upstream.Canceled(err)}
 	}
-	return h.fetch.Get(ctx, &fetch.Request{
+	res := h.fetch.Get(ctx, &fetch.Request{
 		Route:       t.route,
 		Key:         t.key,
 		EscapedPath: t.escapedPath,
@@ -166,5 +179,8 @@ func (h *Handler) get(ctx context.Context, c *call, t target) fetch.Result {
 		Charge:      c.charge,
 		NoCache:     c.noCache,
 		RemoteAddr:  c.remoteAddr,
+		Client:      c.client,
 	})
+	h.ledger.Request(c.charge, c.client, res.Outcome.XCache(), res.Expired())
+	return res
 }

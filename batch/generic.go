@@ -49,7 +49,7 @@ func (h *Handler) handleBatch(c echo.Context) error {
 			return refuse(c, badRequest("requests[%d].path is required", i))
 		}
 	}
-	cl := newCall(c)
+	cl := h.newCall(c)
 	p := plan{ids: make([]string, len(req.Requests))}
 	byKey := map[string]int{} // cache key -> index of its job
 	for i, it := range req.Requests {

@@ -79,7 +79,7 @@ func (h *Handler) handleMarkets(c echo.Context) error {
 		}
 		q.limit = *req.Limit
 	}
-	cl := newCall(c)
+	cl := h.newCall(c)
 	return h.serve(c, start, typedPlan(tickers, func(ctx context.Context, t string) wire.Response {
 		return h.seriesMarkets(ctx, cl, t, q)
 	}, foldMarkets))
@@ -98,7 +98,7 @@ func (h *Handler) handleEvents(c echo.Context) error {
 		return refuse(c, ierr)
 	}
 	nested := req.WithNestedMarkets == nil || *req.WithNestedMarkets
-	cl := newCall(c)
+	cl := h.newCall(c)
 	return h.serve(c, start, typedPlan(tickers, func(ctx context.Context, t string) wire.Response {
 		return h.event(ctx, cl, t, nested)
 	}, foldEvents))
@@ -115,7 +115,7 @@ func (h *Handler) handleSeries(c echo.Context) error {
 	if ierr != nil {
 		return refuse(c, ierr)
 	}
-	cl := newCall(c)
+	cl := h.newCall(c)
 	return h.serve(c, start, typedPlan(tickers, func(ctx context.Context, t string) wire.Response {
 		return h.series(ctx, cl, t)
 	}, foldSeries))

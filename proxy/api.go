@@ -29,6 +29,11 @@ var (
 	bypassStatus = []string{fetch.Result{Outcome: fetch.Bypassed}.CacheStatus(0)}
 )
 
+// passThroughCharge is the Charge of passed-through calls (upstream.Call):
+// not a route template, so the status ledger leaves them out of the cached
+// routes' upstream counts (the page shows pass-throughs apart).
+const passThroughCharge = "pass-through"
+
 // reqInfo is what the access log and metrics learn about one request.
 type reqInfo struct {
 	route string
@@ -38,6 +43,10 @@ type reqInfo struct {
 	status   int
 	attempts int
 	hot      *hotMetrics
+	// counted marks an answer of the fetch path (a cached route's GET or
+	// HEAD), which the status ledger counts; expired, one that found only
+	// an expired copy (fetch.Result.Expired).
+	counted, expired bool
 }
 
 // handleAPI serves /trade-api/v2/*: public GETs through the fetch path,
@@ -91,6 +100,7 @@ func (s *Server) handleAPI(c echo.Context) error {
 	})
 	info.attempts = res.Attempts
 	info.cache = res.Outcome.XCache()
+	info.counted, info.expired = true, res.Expired()
 	if res.Outcome == fetch.Failed {
 		info.status = res.Err.Status
 		if errors.Is(res.Err, upstream.ErrClientClosed) {
@@ -226,7 +236,7 @@ func (s *Server) passThrough(c echo.Context, info *reqInfo) {
 		s.refuseOffline(c)
 		return
 	}
-	client, err := fetch.ClientName(r.Header, r.RemoteAddr)
+	client, err := s.fetch.ClientName(r.Header, r.RemoteAddr)
 	if err != nil {
 		e := upstream.As(err)
 		info.cache, info.status = "", e.Status
@@ -239,7 +249,9 @@ func (s *Server) passThrough(c echo.Context, info *reqInfo) {
 	}
 	// The one caller that cannot pass the call's options: ReverseProxy
 	// reaches the client through RoundTrip.
-	call := &upstream.Call{Route: info.route, Client: client}
+	// Charged to no route the status ledger counts: a write to a cached
+	// route's path is a pass-through, not a call made for a cached route.
+	call := &upstream.Call{Route: info.route, Charge: passThroughCharge, Client: client}
 	s.rp.ServeHTTP(c.Response(), r.WithContext(upstream.WithCall(r.Context(), call)))
 	info.status, info.attempts = c.Response().Status, call.Attempts
 }
@@ -343,6 +355,12 @@ func (s *Server) observe(c echo.Context, info *reqInfo, start time.Time) {
 		info.hot.duration.Observe(d.Seconds())
 	} else {
 		s.m.Request(info.route, r.Method, info.status, info.cache, d)
+	}
+	if info.counted && s.ledger != nil {
+		// Named without allocating for a client seen before; a refused
+		// Kproxy-Client (answered 400 on a miss) counts as unnamed.
+		client, _ := s.fetch.ClientName(r.Header, r.RemoteAddr)
+		s.ledger.Request(info.route, client, info.cache, info.expired)
 	}
 	if s.requests != nil {
 		s.requests.LogRequest(logging.Request{

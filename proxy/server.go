@@ -23,6 +23,7 @@ import (
 	"github.com/kproxy/kproxy/internal/httperr"
 	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/route"
+	"github.com/kproxy/kproxy/internal/status"
 	"github.com/kproxy/kproxy/internal/upstream"
 )
 
@@ -54,6 +55,10 @@ type Config struct {
 	Offline bool
 	// Metrics may be nil (no /metrics, nothing recorded).
 	Metrics *metrics.Metrics
+	// Ledger, if set, is told of every request on a cached route (the
+	// status page's headline figures); nil counts nothing and names no
+	// client on a hit.
+	Ledger *status.Ledger
 	// Logger is for errors and state changes; AccessLog, if set, gets one
 	// line per request.
 	Logger    *slog.Logger
@@ -80,6 +85,7 @@ type Server struct {
 	disk     DiskTier
 	offline  bool
 	m        *metrics.Metrics
+	ledger   *status.Ledger
 	log      *slog.Logger
 	access   slog.Handler
 	requests requestLogger // access, when it has the fast path
@@ -112,6 +118,7 @@ func New(cfg Config) (*Server, error) {
 		disk:    cfg.Disk,
 		offline: cfg.Offline,
 		m:       cfg.Metrics,
+		ledger:  cfg.Ledger,
 		log:     cfg.Logger,
 		access:  cfg.AccessLog,
 		allow:   map[string][]string{},

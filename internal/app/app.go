@@ -89,6 +89,9 @@ type App struct {
 	// fetchTimeout bounds one shared fetch: a wait for a token, then
 	// every attempt with its backoff.
 	fetchTimeout time.Duration
+	// ledger is the status page's, fed by the proxy, the batch endpoints
+	// and every upstream attempt; nil (nothing counted) with the page off.
+	ledger *status.Ledger
 	// shared is the view of the cache the proxy answers from: the cluster's
 	// two-level store with Redis, else the memory store. The fetch path
 	// writes through the live feed's wrapper of the memory store when the
@@ -126,7 +129,7 @@ func New(cfg *config.Config, opts Options) (*App, error) {
 		a.Live.Start()
 	}
 	if a.Status != nil {
-		a.Status.Start(context.Background())
+		a.Status.Start()
 	}
 	return a, nil
 }
@@ -186,6 +189,9 @@ func (a *App) newMetrics() error {
 	a.Metrics = metrics.New(func() (int, int64) { st := a.Store.Stats(); return st.Items, st.Bytes })
 	a.Metrics.SetBudget("read", a.read)
 	a.Metrics.SetBudget("write", a.write)
+	if a.Config.Status.Enabled {
+		a.ledger = status.NewLedger(0)
+	}
 	return nil
 }
 
@@ -225,6 +231,27 @@ func (a *App) newBreaker() error {
 		},
 	})
 	return nil
+}
+
+// ledgerAttempt is the upstream client's OnAttempt that counts every
+// attempt in ledger, charged to the route its client asked for; nil when
+// ledger is. (The ledger leaves out pass-throughs: they charge no cached
+// route.)
+func ledgerAttempt(ledger *status.Ledger) func(*upstream.Call, int, error) {
+	if ledger == nil {
+		return nil
+	}
+	return func(c *upstream.Call, _ int, _ error) { ledger.Upstream(c.ChargedTo(), c.Client) }
+}
+
+// routeTTLs are the cached routes' ttls by template, for the status
+// page's advice.
+func routeTTLs(routes *route.Table) map[string]time.Duration {
+	ttls := map[string]time.Duration{}
+	for _, rt := range routes.Routes() {
+		ttls[rt.Pattern] = rt.TTL
+	}
+	return ttls
 }
 
 // newCluster links the App to the other replicas through Redis (issue 9,
@@ -279,6 +306,7 @@ func (a *App) newUpstream() error {
 	}
 	var err error
 	a.Upstream, err = upstream.New(upstream.Config{
+		OnAttempt:    ledgerAttempt(a.ledger),
 		ReadLimiter:  readLim,
 		WriteLimiter: writeLim,
 		Penalty429:   penalty429,
@@ -479,6 +507,7 @@ func (a *App) newServer() error {
 		Disk:        a.Disk,
 		Offline:     a.Config.Upstream.Offline,
 		Metrics:     a.Metrics,
+		Ledger:      a.ledger,
 		Logger:      a.Logger,
 		AccessLog:   a.access,
 		BodyTimeout: a.opts.BodyTimeout,
@@ -494,6 +523,7 @@ func (a *App) newServer() error {
 		Concurrency: cfg.Batch.Concurrency,
 		MaxPages:    cfg.Batch.MaxPages,
 		Metrics:     a.Metrics,
+		Ledger:      a.ledger,
 		Logger:      a.Logger,
 	})
 	if err != nil {
@@ -507,7 +537,7 @@ func (a *App) newServer() error {
 // its collector starts at the end of New.
 func (a *App) newStatus() error {
 	cfg, m := a.Config, a.Metrics
-	if !cfg.Status.Enabled || m == nil {
+	if a.ledger == nil { // status.enabled is false or metrics are off
 		return nil
 	}
 	// Interfaces left nil (not a nil pointer in them) show "off".
@@ -527,6 +557,8 @@ func (a *App) newStatus() error {
 	var err error
 	a.Status, err = status.New(status.Config{
 		Gatherer: m.Traffic(),
+		Ledger:   a.ledger,
+		TTLs:     routeTTLs(a.routes),
 		Version:  a.opts.Version,
 		Upstream: a.origin.String(),
 		Tier:     cfg.Upstream.Tier,

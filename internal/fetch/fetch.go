@@ -112,6 +112,8 @@ type Fetcher struct {
 	bg        sync.WaitGroup
 	// ahead holds the refreshes ahead of expiry scheduled (refresh.go).
 	ahead aheadTimers
+	// names remembers derived client names (client.go).
+	names knownNames
 }
 
 // New builds a Fetcher.
@@ -191,7 +193,7 @@ type Request struct {
 	// retention) is answered at once while one background refresh runs.
 	MaxAge, MinFresh, MaxStale time.Duration
 	// Client names the client for fair shares of the upstream budget;
-	// empty means ClientName(Header, RemoteAddr), worked out when a fetch
+	// empty means f.ClientName(Header, RemoteAddr), worked out when a fetch
 	// starts (a bad Kproxy-Client then fails the request with
 	// ErrBadClient), never on a hit.
 	Client string
@@ -368,7 +370,7 @@ func (f *Fetcher) prepare(req *Request) *upstream.Error {
 	if req.Client != "" {
 		return nil
 	}
-	name, err := ClientName(req.Header, req.RemoteAddr)
+	name, err := f.ClientName(req.Header, req.RemoteAddr)
 	if err != nil {
 		return upstream.As(err)
 	}

@@ -135,3 +135,10 @@ func (res Result) CacheStatus(ttl time.Duration) string {
 	}
 	return HitStatus(int64(ttl/time.Second), res.Entry.Detail)
 }
+
+// Expired reports that res answered a request that found only an expired
+// copy: every stale answer, and a miss forwarded because its copy was past
+// its ttl (fwd=stale). The status page counts these (status.Ledger).
+func (res Result) Expired() bool {
+	return res.Outcome == Revalidating || res.Outcome == StaleOnError || res.Fwd == "stale"
+}

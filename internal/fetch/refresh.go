@@ -108,7 +108,7 @@ func (f *Fetcher) scheduleAhead(req *Request, e *cache.Entry, d time.Duration) {
 		Credentials: upstream.OwnKey, Client: req.Client,
 	}
 	if r.Client == "" {
-		name, err := ClientName(req.Header, req.RemoteAddr)
+		name, err := f.ClientName(req.Header, req.RemoteAddr)
 		if err != nil {
 			return // a bad Kproxy-Client schedules nothing
 		}

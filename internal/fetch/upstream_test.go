@@ -112,7 +112,7 @@ func TestAutoBatchCarriesNoClientSignature(t *testing.T) {
 // miss behind another client's flood, from the same address, waits for
 // about one token, not for the flood.
 func TestQuietClientNotQueuedBehindFlood(t *testing.T) {
-	const rate, flood = 20, 40 // the bucket holds 20: 20 flood misses queue
+	const rate, flood = 5, 10 // the bucket holds 5: 5 flood misses queue, a token every 200ms (far above scheduling jitter)
 	fake := kalshitest.New()
 	fake.AddSeries("FLOOD", flood+1)
 	var served atomic.Int32

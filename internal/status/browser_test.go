@@ -23,6 +23,7 @@ import (
 
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kalshitest"
+	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 // browserLog collects what the page did that a user would notice: console
@@ -90,12 +91,15 @@ func chromium(t *testing.T) string {
 func TestStatusPageInBrowser(t *testing.T) {
 	exe := chromium(t)
 	shot := os.Getenv("KPROXY_SCREENSHOT")
-	k := start(t, func(c *config.Config) {
-		if shot != "" {
-			// The shipped budget, so the gauges show a realistic share.
-			c.Upstream.ReadRate, c.Upstream.WriteRate = nil, nil
-		}
-	})
+	var k *kproxy
+	if shot != "" {
+		// 40 s of real traffic on the wall clock; the shipped budget, so
+		// the gauges show a realistic share.
+		k = start(t, func(c *config.Config) { c.Upstream.ReadRate, c.Upstream.WriteRate = nil, nil },
+			kproxytest.WithRealClock())
+	} else {
+		k = start(t, listWindows(0))
+	}
 
 	timeout := 40 * time.Second
 	if shot != "" {
@@ -140,17 +144,13 @@ func TestStatusPageInBrowser(t *testing.T) {
 		want = k.workload(t, 40*time.Second)
 	} else {
 		want = k.traffic(t)
-	}
-	// A script polling the market list every 3 s, slower than its ttl:
-	// each poll finds an expired copy and costs one upstream call (the
-	// first a fetch, the others a STALE's background refresh). Fed to the
-	// ledger as the proxy reports such a poller.
-	led := k.app.Status.Ledger()
-	led.Request(marketList, "nvda-poller", "MISS", false)
-	led.Upstream(marketList, "nvda-poller")
-	for range 5 {
-		led.Request(marketList, "nvda-poller", "STALE", true)
-		led.Upstream(marketList, "nvda-poller")
+		for i := range 6 { // every 3 s on the fake clock
+			if i > 0 {
+				k.Clock.Advance(pollEvery)
+			}
+			k.slowPoll(t)
+		}
+		want.polls = 6
 	}
 	r, body := k.report()
 	var doc map[string]any
@@ -214,11 +214,16 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if got := cell("routes", r.Routes[0].Route, 3); got != strconv.FormatInt(r.Routes[0].Requests, 10) {
 		t.Errorf("route row %s requests = %q, want %d", r.Routes[0].Route, got, r.Routes[0].Requests)
 	}
-	if req, up := cell("routes", marketList, 3), cell("routes", marketList, 7); req != "6" || up != "6" {
-		t.Errorf("route row %s: %s requests, %s upstream; want 6, 6", marketList, req, up)
+	// Checked against the fake Kalshi's own count of the poller's calls.
+	polls, calls := strconv.Itoa(want.polls), strconv.Itoa(k.fake.CountQuery(slowPollPath))
+	if calls != polls {
+		t.Errorf("the fake got %s calls for the poller's %s polls, want one each", calls, polls)
 	}
-	if req, up := cell("clients", "nvda-poller", 2), cell("clients", "nvda-poller", 3); req != "6" || up != "6" {
-		t.Errorf("client nvda-poller: %s requests, %s upstream; want 6, 6", req, up)
+	if req, up := cell("routes", marketList, 3), cell("routes", marketList, 7); req != polls || up != calls {
+		t.Errorf("route row %s: %s requests, %s upstream; want %s, %s", marketList, req, up, polls, calls)
+	}
+	if req, up := cell("clients", "nvda-poller", 2), cell("clients", "nvda-poller", 3); req != polls || up != calls {
+		t.Errorf("client nvda-poller: %s requests, %s upstream; want %s, %s", req, up, polls, calls)
 	}
 	lines, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#c-outcomes path.line").length`))
 	if err != nil || lines == 0 {
@@ -282,8 +287,22 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 }
 
-// marketList is the route the test's slow poller asks for.
-const marketList = "/trade-api/v2/markets"
+// marketList is the route the test's slow poller asks for, at
+// slowPollPath.
+const (
+	marketList   = "/trade-api/v2/markets"
+	slowPollPath = marketList + "?series_ticker=KXFEDDECISION&status=open"
+)
+
+// slowPoll is one poll of the slow poller, a script that asks for the
+// same market list slower than its ttl: every poll but the first finds
+// an expired copy and costs one upstream call.
+func (k *kproxy) slowPoll(t *testing.T) {
+	t.Helper()
+	if code, body := k.get(slowPollPath, "Kproxy-Client", "nvda-poller"); code != http.StatusOK {
+		t.Fatalf("slow poll: %d %s", code, body)
+	}
+}
 
 // percent formats a share as the page does.
 func percent(v *float64) string {
@@ -300,6 +319,8 @@ func percent(v *float64) string {
 // expected is what a workload should leave on the page.
 type expected struct {
 	total, hits, misses, from429 int
+	// polls counts the slow poller's requests.
+	polls int
 }
 
 // traffic sends a fixed mix: misses, hits, a pass-through, and one 429
@@ -323,13 +344,14 @@ func (k *kproxy) traffic(t *testing.T) expected {
 }
 
 // workload runs a steadier mix for d (for the README's screenshot): a hot
-// set of markets, a trickle of new ones, lists, a pass-through now and
-// then, and a 429 from Kalshi every few seconds. Loops are bounded by d.
+// set of markets, a trickle of new ones, lists, a slow poller every 3 s, a
+// pass-through now and then, and a 429 from Kalshi every few seconds.
+// Loops are bounded by d.
 func (k *kproxy) workload(t *testing.T, d time.Duration) expected {
 	t.Helper()
 	hot := k.fake.MarketTickers("KXEARNINGSMENTIONMETA")
 	cold := k.fake.MarketTickers("KXBIGSERIES")
-	sent := 0
+	sent, polls := 0, 0
 	get := func(path string) { k.get(path); sent++ }
 	end := time.Now().Add(d)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -346,12 +368,17 @@ func (k *kproxy) workload(t *testing.T, d time.Duration) expected {
 		if i%40 == 0 {
 			get("/trade-api/v2/portfolio/balance")
 		}
+		if i%150 == 0 { // every 3 s: slower than the list's 2 s ttl
+			k.slowPoll(t)
+			sent++
+			polls++
+		}
 		if i%150 == 75 {
 			k.fake.SetFault(kalshitest.Fault{Status: http.StatusTooManyRequests, Times: 1, Paths: []string{"/trade-api/v2/markets/KXBIG"}})
 		}
 	}
 	k.fake.SetFault(kalshitest.Fault{})
-	return expected{total: sent, from429: -1}
+	return expected{total: sent, from429: -1, polls: polls}
 }
 
 func screenshot(t *testing.T, ctx context.Context, path string) {

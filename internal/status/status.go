@@ -14,7 +14,6 @@
 package status
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -156,9 +155,10 @@ func New(cfg Config) (*Collector, error) {
 	return c, nil
 }
 
-// Start samples every Interval in a goroutine of its own until Close or
-// ctx ends. Calls after the first do nothing.
-func (c *Collector) Start(ctx context.Context) {
+// Start samples every Interval in a goroutine of its own until Close, the
+// lifecycle every background component of kproxy shares (New, Start,
+// Close). Calls after the first do nothing.
+func (c *Collector) Start() {
 	if c.running.Swap(true) {
 		return
 	}
@@ -168,8 +168,6 @@ func (c *Collector) Start(ctx context.Context) {
 		defer t.Stop()
 		for {
 			select {
-			case <-ctx.Done():
-				return
 			case <-c.stop:
 				return
 			case <-t.C:

@@ -1,7 +1,6 @@
 package status
 
 import (
-	"context"
 	"math"
 	"strings"
 	"sync"
@@ -399,7 +398,7 @@ func TestCloseStopsTheSampler(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-g.calls // New's own sample
-	c.Start(context.Background())
+	c.Start()
 	<-g.calls // the ticker's
 	<-g.calls
 	c.Close()

@@ -23,9 +23,12 @@ type kproxy struct {
 	app  *app.App
 }
 
-func start(t *testing.T, mutate func(*config.Config)) *kproxy {
+// start runs a kproxy with test rates, no retries and the configuration
+// mutate changes (nil: none), on a fake clock unless options say
+// otherwise.
+func start(t *testing.T, mutate func(*config.Config), options ...kproxytest.Option) *kproxy {
 	t.Helper()
-	p := kproxytest.New(t, kproxytest.WithConfig(func(cfg *config.Config) {
+	p := kproxytest.New(t, append([]kproxytest.Option{kproxytest.WithConfig(func(cfg *config.Config) {
 		read, write := 500.0, 50.0
 		cfg.Upstream.ReadRate, cfg.Upstream.WriteRate = &read, &write
 		cfg.Upstream.MaxRetries = 0
@@ -33,7 +36,7 @@ func start(t *testing.T, mutate func(*config.Config)) *kproxy {
 		if mutate != nil {
 			mutate(cfg)
 		}
-	}), kproxytest.WithAppOptions(func(o *app.Options) { o.Version = "v9.9.9-test" }))
+	}), kproxytest.WithAppOptions(func(o *app.Options) { o.Version = "v9.9.9-test" })}, options...)...)
 	return &kproxy{Proxy: p, t: t, fake: p.Fake, app: p.App}
 }
 

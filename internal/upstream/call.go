@@ -36,7 +36,9 @@ type Call struct {
 	// Charge is the route template the client asked for, to which the
 	// status page charges the call; "" means Route. An automatically
 	// batched single market charges "/trade-api/v2/markets/{ticker}", a
-	// batch item the batch endpoint ("/batch", "/batch/markets").
+	// batch item the batch endpoint ("/batch", "/batch/markets"), a
+	// passed-through request "pass-through" (no route: the status page
+	// leaves it out, even a write to a cached route's own path).
 	Charge string
 	// Client names the client for fair shares of the budget; "" is one
 	// anonymous client.
