@@ -3,6 +3,9 @@
 # not run). The sourcing script sets WORK (a temp dir with bin/ and logs/)
 # before calling start; cleanup stops every process start started, by PID.
 
+# shellcheck source=scripts/lib/procs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib/procs.sh"
+
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PIDS=()
@@ -32,18 +35,7 @@ ensure_tools() {
 
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		for _ in $(seq 30); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
+	stop_pids 30 "${PIDS[@]}"
 	[[ -n ${CACHE_SHM:-} ]] && rm -rf "$CACHE_SHM"
 	if [[ ${BENCH_KEEP:-0} == 1 ]]; then
 		log "kept $WORK"
@@ -66,13 +58,7 @@ start() {
 # stop PID: ends one process this script started.
 stop() {
 	local pid=$1 p keep=()
-	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq 50); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
+	stop_pids 50 "$pid"
 	for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
 	PIDS=("${keep[@]}")
 }

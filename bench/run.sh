@@ -287,6 +287,28 @@ truncate_logs() {
 	done
 }
 
+# measure SERVER SECONDS CMD...: runs CMD on the load core between
+# noise_begin and noise_end; leaves its output in out and the foreign CPU %
+# in noise, then empties the servers' access logs.
+measure() {
+	local srv=$1 secs=$2
+	shift 2
+	noise_begin "$srv"
+	out=$(taskset -c "$LOAD_CPU" "$@")
+	noise_end "$srv" "$secs"
+	noise=$NOISE
+	truncate_logs
+}
+
+# noisy NOISE TRY WHAT: true if try TRY (1 or 2) of WHAT, which lost NOISE%
+# of a core to foreign work, is to be measured again (more than NOISY%, the
+# first try, RETRIES left); then it spends one retry and says so.
+noisy() {
+	(($1 > NOISY && $2 != 2 && RETRIES > 0)) || return 1
+	RETRIES=$((RETRIES - 1))
+	log "$3: ${1}% foreign CPU; measuring again"
+}
+
 # --- 1. hit throughput and latency at saturation ----------------------------
 # A run that lost more than NOISY% of a core to foreign work is measured once
 # more (at most RETRIES times in all, to bound the run); the retry is kept
@@ -303,14 +325,8 @@ for ((r = 0; r < ROUNDS; r++)); do
 		for srv in $(rotated "$r"); do
 			for try in 1 2; do
 				warm "$srv" "${SCEN_PATH[$sc]}" "$hdr"
-				noise_begin "$srv"
-				out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency -H "$hdr" "${BASE[$srv]}${SCEN_PATH[$sc]}")
-				noise_end "$srv" "$DUR"
-				noise=$NOISE
-				truncate_logs
-				((noise <= NOISY || try == 2 || RETRIES <= 0)) && break
-				RETRIES=$((RETRIES - 1))
-				log "round $((r + 1)) $sc $srv: ${noise}% foreign CPU; measuring again"
+				measure "$srv" "$DUR" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency -H "$hdr" "${BASE[$srv]}${SCEN_PATH[$sc]}"
+				noisy "$noise" "$try" "round $((r + 1)) $sc $srv" || break
 				wait_quiet
 			done
 			echo "== round $r $sc $srv (foreign CPU ${noise}%)" >>"$LOGS/wrk.log"
@@ -335,14 +351,8 @@ for ((r = 0; r < ROUNDS; r++)); do
 	for srv in $(rotated "$r"); do
 		for try in 1 2; do
 			warm "$srv" "$PATH1"
-			noise_begin "$srv"
-			out=$(taskset -c "$LOAD_CPU" "$BIN/openloop" -url "${BASE[$srv]}$PATH1" -rate "$OPEN_RATE" -duration "${DUR}s" -conns "$CONNS")
-			noise_end "$srv" "$DUR"
-				noise=$NOISE
-			truncate_logs
-			((noise <= NOISY || try == 2 || RETRIES <= 0)) && break
-			RETRIES=$((RETRIES - 1))
-			log "round $((r + 1)) open loop $srv: ${noise}% foreign CPU; measuring again"
+			measure "$srv" "$DUR" "$BIN/openloop" -url "${BASE[$srv]}$PATH1" -rate "$OPEN_RATE" -duration "${DUR}s" -conns "$CONNS"
+			noisy "$noise" "$try" "round $((r + 1)) open loop $srv" || break
 			wait_quiet
 		done
 		echo "== round $r $srv (foreign CPU ${noise}%): $out" >>"$LOGS/openloop.log"
@@ -400,9 +410,7 @@ for ((r = 0; r < ROUNDS; r++)); do
 			noise_end "$pidof" "${STALE_FOR%s}"
 			noise=$NOISE
 			curl -sf -XPOST "$FKC/unhang"
-			((noise <= NOISY || try == 2 || RETRIES <= 0)) && break
-			RETRIES=$((RETRIES - 1))
-			log "round $((r + 1)) stale $srv: ${noise}% foreign CPU; measuring again"
+			noisy "$noise" "$try" "round $((r + 1)) stale $srv" || break
 			wait_quiet
 		done
 		record stale_noise_pct "$srv" "$noise"

@@ -63,16 +63,10 @@ func TestOpensAfterConsecutiveFailures(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		attempt(t, b, Failure)
 	}
-	if got := b.State(); got != Closed {
-		t.Fatalf("after 2 of 3 failures: State() = %v, want closed", got)
-	}
+	wantState(t, b, Closed, "after 2 of 3 failures")
 	attempt(t, b, Failure)
-	if got := b.State(); got != Open {
-		t.Fatalf("after 3 failures: State() = %v, want open", got)
-	}
-	if _, err := b.Allow(); !errors.Is(err, ErrOpen) {
-		t.Errorf("Allow() while open = %v, want ErrOpen", err)
-	}
+	wantState(t, b, Open, "after 3 failures")
+	wantRejected(t, b, "while open")
 }
 
 func TestSuccessResetsTheFailureCount(t *testing.T) {
@@ -82,9 +76,7 @@ func TestSuccessResetsTheFailureCount(t *testing.T) {
 		attempt(t, b, Failure)
 		attempt(t, b, Success)
 	}
-	if got := b.State(); got != Closed {
-		t.Errorf("failures never 3 in a row: State() = %v, want closed", got)
-	}
+	wantState(t, b, Closed, "failures never 3 in a row")
 }
 
 func TestTooManyRequestsAndIgnoredNeverOpen(t *testing.T) {
@@ -93,15 +85,29 @@ func TestTooManyRequestsAndIgnoredNeverOpen(t *testing.T) {
 		attempt(t, b, Classify(429, nil, false))
 		attempt(t, b, Classify(0, errors.New("canceled"), true))
 	}
-	if got := b.State(); got != Closed {
-		t.Errorf("after 20 429s and 20 abandoned attempts: State() = %v, want closed", got)
-	}
+	wantState(t, b, Closed, "after 20 429s and 20 abandoned attempts")
 	// Ignored attempts between failures do not break the streak either.
 	attempt(t, b, Failure)
 	attempt(t, b, Ignored)
 	attempt(t, b, Failure)
-	if got := b.State(); got != Open {
-		t.Errorf("failure, ignored, failure with threshold 2: State() = %v, want open", got)
+	wantState(t, b, Open, "failure, ignored, failure with threshold 2")
+}
+
+// wantState stops the test unless b is in state want; when says after
+// what.
+func wantState(t *testing.T, b *Breaker, want State, when string) {
+	t.Helper()
+	if got := b.State(); got != want {
+		t.Fatalf("%s: State() = %v, want %v", when, got, want)
+	}
+}
+
+// wantRejected stops the test unless b.Allow() refuses with ErrOpen; when
+// says when.
+func wantRejected(t *testing.T, b *Breaker, when string) {
+	t.Helper()
+	if _, err := b.Allow(); !errors.Is(err, ErrOpen) {
+		t.Fatalf("Allow() %s = %v, want ErrOpen", when, err)
 	}
 }
 
@@ -164,25 +170,17 @@ func TestHalfOpenFailedProbeReopens(t *testing.T) {
 	b := openBreaker(t, Config{OpenTimeout: 20 * time.Millisecond})
 	awaitHalfOpen(t, b)
 	attempt(t, b, Failure)
-	if got := b.State(); got != Open {
-		t.Errorf("after a failed probe: State() = %v, want open", got)
-	}
-	if _, err := b.Allow(); !errors.Is(err, ErrOpen) {
-		t.Errorf("Allow() after a failed probe = %v, want ErrOpen", err)
-	}
+	wantState(t, b, Open, "after a failed probe")
+	wantRejected(t, b, "after a failed probe")
 }
 
 func TestHalfOpenAbandonedProbeFreesItsSlot(t *testing.T) {
 	b := openBreaker(t, Config{OpenTimeout: 20 * time.Millisecond})
 	awaitHalfOpen(t, b)
 	attempt(t, b, Ignored)
-	if got := b.State(); got != HalfOpen {
-		t.Fatalf("after an abandoned probe: State() = %v, want half-open", got)
-	}
+	wantState(t, b, HalfOpen, "after an abandoned probe")
 	attempt(t, b, Success)
-	if got := b.State(); got != Closed {
-		t.Errorf("after a successful probe: State() = %v, want closed", got)
-	}
+	wantState(t, b, Closed, "after a successful probe")
 }
 
 func TestRetryAfterIsAtLeastOneSecond(t *testing.T) {
@@ -242,13 +240,9 @@ func TestDefaults(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		attempt(t, b, Failure)
 	}
-	if got := b.State(); got != Closed {
-		t.Fatalf("after 4 failures with the default threshold 5: State() = %v, want closed", got)
-	}
+	wantState(t, b, Closed, "after 4 failures with the default threshold 5")
 	attempt(t, b, Failure)
-	if got := b.State(); got != Open {
-		t.Fatalf("after 5 failures: State() = %v, want open", got)
-	}
+	wantState(t, b, Open, "after 5 failures")
 	if got := b.RetryAfter(); got < 9*time.Second || got > 10*time.Second {
 		t.Errorf("RetryAfter() with the default open timeout = %v, want about 10s", got)
 	}

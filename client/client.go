@@ -53,35 +53,28 @@ func New(baseURL string, httpClient *http.Client) *Client {
 
 // Batch runs a generic batch. The responses are in the order of items.
 func (c *Client) Batch(ctx context.Context, items []Item) (*BatchResponse, error) {
-	var out BatchResponse
-	if err := c.call(ctx, PathBatch, BatchRequest{Requests: items}, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return callFor[BatchResponse](ctx, c, PathBatch, BatchRequest{Requests: items})
 }
 
 // Markets fetches the markets of several series.
 func (c *Client) Markets(ctx context.Context, req MarketsRequest) (*MarketsResponse, error) {
-	var out MarketsResponse
-	if err := c.call(ctx, PathMarkets, req, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return callFor[MarketsResponse](ctx, c, PathMarkets, req)
 }
 
 // Events fetches several events.
 func (c *Client) Events(ctx context.Context, req EventsRequest) (*EventsResponse, error) {
-	var out EventsResponse
-	if err := c.call(ctx, PathEvents, req, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return callFor[EventsResponse](ctx, c, PathEvents, req)
 }
 
 // Series fetches several series.
 func (c *Client) Series(ctx context.Context, req SeriesRequest) (*SeriesResponse, error) {
-	var out SeriesResponse
-	if err := c.call(ctx, PathSeries, req, &out); err != nil {
+	return callFor[SeriesResponse](ctx, c, PathSeries, req)
+}
+
+// callFor posts req to path and decodes the answer into a new T.
+func callFor[T any](ctx context.Context, c *Client, path string, req any) (*T, error) {
+	var out T
+	if err := c.call(ctx, path, req, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

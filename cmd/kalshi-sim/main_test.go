@@ -162,9 +162,18 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
-func TestServe(t *testing.T) {
-	keys, key := keyFiles(t)
-	cfg, err := parseFlags([]string{"-series", "KXSIM:7", "-latency", "20ms", "-public-key", keys["pkix"], "-v"}, io.Discard)
+// sim is a simulator serving on 127.0.0.1 inside the test process.
+type sim struct {
+	addr string             // where it listens, host:port
+	logs *kproxytest.Buffer // what it logged
+	stop context.CancelFunc // ends serve; also called when the test ends
+	done chan error         // serve's result, once it returned
+}
+
+// startSim runs serve with the flags args on a fresh loopback port.
+func startSim(t *testing.T, args ...string) *sim {
+	t.Helper()
+	cfg, err := parseFlags(args, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,11 +181,17 @@ func TestServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs kproxytest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, ln, log.New(&logs, "", 0)) }()
-	base := "http://" + ln.Addr().String() + "/trade-api/v2"
+	t.Cleanup(cancel)
+	s := &sim{addr: ln.Addr().String(), logs: &kproxytest.Buffer{}, stop: cancel, done: make(chan error, 1)}
+	go func() { s.done <- serve(ctx, cfg, ln, log.New(s.logs, "", 0)) }()
+	return s
+}
+
+func TestServe(t *testing.T) {
+	keys, key := keyFiles(t)
+	s := startSim(t, "-series", "KXSIM:7", "-latency", "20ms", "-public-key", keys["pkix"], "-v")
+	base := "http://" + s.addr + "/trade-api/v2"
 
 	sig, err := kalshitest.Sign(key, "1700000000000", "GET", "/trade-api/v2/portfolio/balance")
 	if err != nil {
@@ -223,16 +238,16 @@ func TestServe(t *testing.T) {
 		})
 	}
 
-	cancel()
+	s.stop()
 	select {
-	case err := <-done:
+	case err := <-s.done:
 		if err != nil {
 			t.Errorf("serve returned %v after cancel, want nil", err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("serve did not return after cancel")
 	}
-	out := logs.String()
+	out := s.logs.String()
 	if want := "kalshi-sim listening on " + base + "\n"; !strings.HasPrefix(out, want) {
 		t.Errorf("log starts with %q, want %q", out, want)
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,7 +12,6 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/kproxy/kproxy/internal/kalshitest"
-	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
 func TestParseWSFlags(t *testing.T) {
@@ -53,24 +50,12 @@ func TestStep(t *testing.T) {
 // market's price moves on its own, pushed and in the REST data alike, and
 // that shutdown closes the WebSocket with 1001.
 func TestWSTick(t *testing.T) {
-	cfg, err := parseFlags([]string{"-ws-tick", "10ms", "-ws-heartbeat", "0s"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs kproxytest.Buffer
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, ln, log.New(&logs, "", 0)) }()
+	s := startSim(t, "-ws-tick", "10ms", "-ws-heartbeat", "0s")
 	bctx, bcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer bcancel()
 
 	const market = "KXFEDDECISION-26JUN30-H0"
-	c, _, err := websocket.Dial(bctx, "ws://"+ln.Addr().String()+kalshitest.WSPath, nil)
+	c, _, err := websocket.Dial(bctx, "ws://"+s.addr+kalshitest.WSPath, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +87,7 @@ func TestWSTick(t *testing.T) {
 	first := readTick()
 	// Volume grows on every tick, and the REST data changes before each
 	// push: what REST serves now is the first push or one still coming.
-	resp, err := http.Get("http://" + ln.Addr().String() + "/trade-api/v2/markets/" + market)
+	resp, err := http.Get("http://" + s.addr + "/trade-api/v2/markets/" + market)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,14 +113,14 @@ func TestWSTick(t *testing.T) {
 			}
 		}
 	}()
-	cancel()
+	s.stop()
 	if err := <-readErr; websocket.CloseStatus(err) != websocket.StatusGoingAway {
 		t.Errorf("at shutdown the client saw %v, want close 1001", err)
 	}
-	if err := <-done; err != nil {
+	if err := <-s.done; err != nil {
 		t.Errorf("serve = %v", err)
 	}
-	if !strings.Contains(logs.String(), "kalshi-sim WebSocket on ws://") {
-		t.Errorf("log %q lacks the WebSocket line", logs.String())
+	if !strings.Contains(s.logs.String(), "kalshi-sim WebSocket on ws://") {
+		t.Errorf("log %q lacks the WebSocket line", s.logs.String())
 	}
 }

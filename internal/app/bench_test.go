@@ -11,24 +11,9 @@ import (
 	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
-// discardWriter is a reusable ResponseWriter, so a benchmark measures
-// kproxy rather than the recorder.
-type discardWriter struct {
-	h      http.Header
-	status int
-}
-
-func (w *discardWriter) Header() http.Header         { return w.h }
-func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
-func (w *discardWriter) WriteHeader(status int)      { w.status = status }
-
 func benchApp(b *testing.B, observe bool) *app.App {
-	b.Helper()
-	// The wall clock: a hit reads no test clock.
-	p := kproxytest.New(b, kproxytest.WithRealClock(),
-		kproxytest.WithConfig(func(c *config.Config) { c.Log.Access = observe }),
+	return kproxytest.NewBench(b, func(c *config.Config) { c.Log.Access = observe },
 		kproxytest.WithAppOptions(func(o *app.Options) { o.NoMetrics = !observe }))
-	return p.App
 }
 
 // benchHit serves a warm key through the whole Echo handler.
@@ -38,20 +23,7 @@ func benchHit(b *testing.B, observe bool, path, acceptEncoding string) {
 	if acceptEncoding != "" {
 		req.Header.Set("Accept-Encoding", acceptEncoding)
 	}
-	w := &discardWriter{h: http.Header{}}
-	a.Server.ServeHTTP(w, req) // miss: fills the cache
-	if w.status != http.StatusOK {
-		b.Fatalf("warm-up status %d", w.status)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		w.h = make(http.Header) // as net/http does for every request
-		a.Server.ServeHTTP(w, req)
-	}
-	if w.h.Get("X-Cache") != "HIT" {
-		b.Fatalf("X-Cache = %q, want HIT", w.h.Get("X-Cache"))
-	}
+	kproxytest.BenchHit(b, a.Server, req)
 }
 
 const benchSeries = "/trade-api/v2/series/KXEARNINGSMENTIONMETA"
@@ -77,10 +49,10 @@ func BenchmarkBareGo(b *testing.B) {
 		w.Write(body)
 	})
 	req := httptest.NewRequest(http.MethodGet, benchSeries, nil)
-	w := &discardWriter{h: http.Header{}}
+	w := &kproxytest.DiscardWriter{H: http.Header{}}
 	b.ReportAllocs()
 	for b.Loop() {
-		w.h = make(http.Header)
+		w.H = make(http.Header)
 		h.ServeHTTP(w, req)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -171,9 +170,7 @@ func TestReplicasServeEachOthersAnswersAsSharedHits(t *testing.T) {
 			t.Errorf("replica %d second hit: Cache-Status %q, want a plain L1 hit", i, again.header.Get("Cache-Status"))
 		}
 	}
-	if got := r.fake.Total(); got != 1 {
-		t.Errorf("upstream saw %d requests, want 1", got)
-	}
+	wantUpstreamTotal(t, r.fake, 1, "")
 	// gzip clients get the compressed copy rebuilt from L2.
 	page := "/trade-api/v2/markets?series_ticker=KXBIGSERIES&limit=50"
 	r.get(0, page)
@@ -205,22 +202,11 @@ func TestReplicasShareOneRateBudget(t *testing.T) {
 			t.Errorf("cold request: %d %s %v, want 200 (the wait stays under max_wait)", a.status, a.body, a.err)
 		}
 	}
-	var at []time.Time
-	for _, q := range r.fake.Requests() {
-		at = append(at, q.At)
-	}
-	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
-	if len(at) != keys {
-		t.Fatalf("upstream saw %d requests, want %d", len(at), keys)
-	}
+	at := arrivalTimes(t, r.fake, keys)
 	// One bucket of one second of budget plus its refill, for all three
 	// replicas together: no one-second window holds more than 2*rate
 	// (three separate buckets would allow 6*rate).
-	busiest := 0
-	for i := range at {
-		n := sort.Search(len(at), func(j int) bool { return !at[j].Before(at[i].Add(time.Second)) }) - i
-		busiest = max(busiest, n)
-	}
+	busiest := busiestSecond(at)
 	if busiest > 2*rate {
 		t.Errorf("busiest one-second window had %d upstream arrivals from 3 replicas, want at most %d (one budget of %d/s)", busiest, 2*rate, rate)
 	}
@@ -306,9 +292,7 @@ func TestRestartedReplicaServesSharedEntriesAtOnce(t *testing.T) {
 	if a.header.Get("X-Cache") != "HIT" || !strings.Contains(a.header.Get("Cache-Status"), "detail=shared") {
 		t.Errorf("restarted replica: X-Cache %q Cache-Status %q, want a shared HIT", a.header.Get("X-Cache"), a.header.Get("Cache-Status"))
 	}
-	if got := r.fake.Total(); got != 1 {
-		t.Errorf("upstream saw %d requests, want 1", got)
-	}
+	wantUpstreamTotal(t, r.fake, 1, "")
 }
 
 func TestDeadClaimantIsTakenOverWithinTheFetchTimeout(t *testing.T) {
@@ -335,9 +319,7 @@ func TestDeadClaimantIsTakenOverWithinTheFetchTimeout(t *testing.T) {
 	if took < time.Second || took > fetchTimeout {
 		t.Errorf("answered after %v, want after the dead lease expired (1.5s) and within the fetch timeout %v", took, fetchTimeout)
 	}
-	if got := r.fake.Total(); got != 1 {
-		t.Errorf("upstream saw %d requests, want 1 (one waiter took over, the other shared its answer)", got)
-	}
+	wantUpstreamTotal(t, r.fake, 1, "one waiter took over, the other shared its answer")
 }
 
 func TestEntriesOfAnotherEncodingAreIgnored(t *testing.T) {
@@ -353,9 +335,7 @@ func TestEntriesOfAnotherEncodingAreIgnored(t *testing.T) {
 	if a.status != http.StatusOK || a.header.Get("X-Cache") != "MISS" || !strings.Contains(string(a.body), "KXBIGSERIES-26JUN30-M015") {
 		t.Fatalf("with a foreign L2 value: %d X-Cache %q body %.80s, want a MISS fetched upstream", a.status, a.header.Get("X-Cache"), a.body)
 	}
-	if got := r.fake.Total(); got != 1 {
-		t.Errorf("upstream saw %d requests, want 1", got)
-	}
+	wantUpstreamTotal(t, r.fake, 1, "")
 	// The fill replaced it with a readable entry.
 	r2 := r.get(0, path)
 	if r2.header.Get("X-Cache") != "HIT" {
@@ -497,11 +477,7 @@ func benchTier(b *testing.B, tier string) {
 	if tier == "upstream" {
 		req.Header.Set("Cache-Control", "no-cache")
 	}
-	w := &discardWriter{h: http.Header{}}
-	a.Server.ServeHTTP(w, req)
-	if w.status != http.StatusOK {
-		b.Fatalf("warm-up status %d", w.status)
-	}
+	w := kproxytest.Warm(b, a.Server, req)
 	key := benchSeries
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -511,12 +487,12 @@ func benchTier(b *testing.B, tier string) {
 			a.Store.Delete(key)
 			b.StartTimer()
 		}
-		w.h = make(http.Header)
+		w.H = make(http.Header)
 		a.Server.ServeHTTP(w, req)
 	}
 	want := map[string]string{"L1": "kproxy; hit; ttl=", "L2": "detail=shared", "upstream": "fwd=request"}[tier]
-	if !strings.Contains(w.h.Get("Cache-Status"), want) {
-		b.Fatalf("Cache-Status %q, want %q", w.h.Get("Cache-Status"), want)
+	if !strings.Contains(w.H.Get("Cache-Status"), want) {
+		b.Fatalf("Cache-Status %q, want %q", w.H.Get("Cache-Status"), want)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
 }

@@ -304,24 +304,12 @@ func TestNonAPIPathsAreNeverForwarded(t *testing.T) {
 			t.Errorf("GET %q: status = %d, want 400 (body %s)", path, resp.StatusCode, body)
 		}
 	}
-	if got := h.fake.Total(); got != 0 {
-		t.Errorf("upstream saw %d requests, want 0", got)
-	}
+	wantUpstreamTotal(t, h.fake, 0, "")
 }
 
 func TestAbsoluteFormTargetGoesOnlyToConfiguredUpstream(t *testing.T) {
 	h := newHarness(t, nil)
-	conn, err := net.Dial("tcp", h.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET http://evil.example%s HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n", metaSeries)
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp, _ := rawRequest(t, h, "http://evil.example"+metaSeries, "evil.example")
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("status = %d, want 200 from the configured upstream", resp.StatusCode)
 	}
@@ -478,7 +466,7 @@ func TestServerErrorsAreSharedButNotStored(t *testing.T) {
 }
 
 func TestUnreachableUpstreamIsAQuickJSONError(t *testing.T) {
-	dead := closedPort(t)
+	dead := kproxytest.ClosedAddr(t)
 	h := newHarness(t, func(c *config.Config) {
 		c.Upstream.URL = "http://" + dead
 		c.Upstream.MaxRetries = 0
@@ -617,31 +605,26 @@ func TestHealthAndReadiness(t *testing.T) {
 // rawGet sends path byte for byte (no client-side cleaning or escaping).
 func rawGet(t *testing.T, h *harness, path string) (*http.Response, []byte) {
 	t.Helper()
+	return rawRequest(t, h, path, "kproxy")
+}
+
+// rawRequest sends a GET of target, byte for byte, with Host: host, and
+// reads the whole answer.
+func rawRequest(t *testing.T, h *harness, target, host string) (*http.Response, []byte) {
+	t.Helper()
 	conn, err := net.Dial("tcp", h.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: kproxy\r\nConnection: close\r\n\r\n", path)
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", target, host)
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
-		t.Fatalf("GET %q: %v", path, err)
+		t.Fatalf("GET %q: %v", target, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp, body
-}
-
-// closedPort is a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 func TestAutoBatchingStretchesARateLimit(t *testing.T) {

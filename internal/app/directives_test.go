@@ -54,9 +54,7 @@ func TestOnlyIfCached(t *testing.T) {
 	if cs := a.header.Get("Cache-Status"); cs != "kproxy; detail=not_cached" {
 		t.Errorf("Cache-Status = %q, want kproxy; detail=not_cached", cs)
 	}
-	if got := h.fake.Total(); got != 0 {
-		t.Errorf("upstream saw %d requests, want 0", got)
-	}
+	wantUpstreamTotal(t, h.fake, 0, "")
 	cached := h.send(http.MethodGet, cold, nil).body
 	a = h.send(http.MethodGet, cold, nil, "Cache-Control", "only-if-cached")
 	if a.status != 200 || a.header.Get("X-Cache") != "HIT" {
@@ -68,9 +66,7 @@ func TestOnlyIfCached(t *testing.T) {
 		t.Errorf("only-if-cached, stale: %d %q %q, want the stale copy with detail=only-if-cached", a.status, a.header.Get("X-Cache"), a.header.Get("Cache-Status"))
 	}
 	h.app.Fetcher.Wait()
-	if got := h.fake.Total(); got != 1 {
-		t.Errorf("upstream saw %d requests, want 1 (only-if-cached never fetches)", got)
-	}
+	wantUpstreamTotal(t, h.fake, 1, "only-if-cached never fetches")
 }
 
 func TestIgnoredRequestDirectives(t *testing.T) {
@@ -82,9 +78,7 @@ func TestIgnoredRequestDirectives(t *testing.T) {
 			t.Errorf("Cache-Control %q: X-Cache %q, want HIT (ignored)", cc, a.header.Get("X-Cache"))
 		}
 	}
-	if got := h.fake.Total(); got != 1 {
-		t.Errorf("upstream saw %d requests, want 1", got)
-	}
+	wantUpstreamTotal(t, h.fake, 1, "")
 }
 
 func TestParseDirectivesDoesNotAllocate(t *testing.T) {

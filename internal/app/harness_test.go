@@ -72,3 +72,15 @@ func wantJSONError(t *testing.T, resp *http.Response, body []byte, status int, c
 		t.Errorf("%s: body = %s, want a JSON error with code %q", resp.Request.URL, body, code)
 	}
 }
+
+// wantUpstreamTotal checks that fake received want requests in all; why,
+// if not empty, says why that many.
+func wantUpstreamTotal(t testing.TB, fake *kalshitest.Server, want int, why string) {
+	t.Helper()
+	if why != "" {
+		why = " (" + why + ")"
+	}
+	if got := fake.Total(); got != want {
+		t.Errorf("upstream saw %d requests, want %d%s", got, want, why)
+	}
+}

@@ -100,9 +100,7 @@ func TestInvalidUTF8PathsAreRejected(t *testing.T) {
 	if resp, body, err := h.raw("GET /trade-api/v2/markets/%C3%A9 HTTP/1.1\r\nHost: kproxy\r\nConnection: close\r\n\r\n"); err != nil || resp.StatusCode == http.StatusBadRequest {
 		t.Errorf("GET valid UTF-8 path: %v %v %s, want it forwarded", err, resp, body)
 	}
-	if got := h.fake.Total(); got != 1 {
-		t.Errorf("upstream saw %d requests, want 1 (only the valid path)", got)
-	}
+	wantUpstreamTotal(t, h.fake, 1, "only the valid path")
 }
 
 func TestOversizedHeadersAndRequestLine(t *testing.T) {
@@ -123,9 +121,7 @@ func TestOversizedHeadersAndRequestLine(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "bad_path") {
 		t.Errorf("3000-byte path: %v %s %v, want 400 bad_path", statusOf(resp), body, err)
 	}
-	if got := h.fake.Total(); got != 0 {
-		t.Errorf("upstream saw %d requests, want 0", got)
-	}
+	wantUpstreamTotal(t, h.fake, 0, "")
 }
 
 func statusOf(resp *http.Response) string {
@@ -188,9 +184,7 @@ func TestSlowlorisHeadersAreCut(t *testing.T) {
 	if closed, _ := closedWithin(idle, 3*time.Second); !closed {
 		t.Errorf("a silent connection was not closed at ReadHeaderTimeout")
 	}
-	if got := h.fake.Total(); got != 0 {
-		t.Errorf("upstream saw %d requests, want 0", got)
-	}
+	wantUpstreamTotal(t, h.fake, 0, "")
 }
 
 func TestSlowWriteBodyIsBoundedAndNeverForwarded(t *testing.T) {
@@ -220,9 +214,7 @@ func TestSlowWriteBodyIsBoundedAndNeverForwarded(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), `"code":"request_timeout"`) {
 		t.Errorf("slow write body: %d %s, want 408 request_timeout", resp.StatusCode, body)
 	}
-	if got := h.fake.Total(); got != 0 {
-		t.Errorf("upstream saw %d requests, want 0 (half a write is never sent)", got)
-	}
+	wantUpstreamTotal(t, h.fake, 0, "half a write is never sent")
 	// A whole body arriving in time is forwarded once.
 	a := send(http.MethodPost, h.url(ordersPath), []byte(`{"ticker":"KXBIGSERIES-26JUN30-M001","side":"yes","count":1}`), "KALSHI-ACCESS-KEY", "k", "KALSHI-ACCESS-TIMESTAMP", "1", "KALSHI-ACCESS-SIGNATURE", "s", "Content-Type", "application/json")
 	if a.status/100 != 2 || h.fake.Total() != 1 {
@@ -233,9 +225,7 @@ func TestSlowWriteBodyIsBoundedAndNeverForwarded(t *testing.T) {
 	if a.status != http.StatusRequestEntityTooLarge || !strings.Contains(string(a.body), "body_too_large") {
 		t.Errorf("write body over 1 MiB: %d %s, want 413 body_too_large", a.status, a.body)
 	}
-	if got := h.fake.Total(); got != 1 {
-		t.Errorf("upstream saw %d requests, want 1", got)
-	}
+	wantUpstreamTotal(t, h.fake, 1, "")
 }
 
 func TestManyIdleConnectionsDoNotBlockOthers(t *testing.T) {
@@ -288,9 +278,7 @@ func TestOversizedBatchBody(t *testing.T) {
 	body := `{"requests":[{"id":"` + strings.Repeat("x", 2<<20) + `","path":"` + metaSeries + `"}]}`
 	a := h.send(http.MethodPost, "/batch", []byte(body))
 	wantKproxyError(t, "batch body over 1 MiB", a, http.StatusRequestEntityTooLarge, "body_too_large", "")
-	if got := h.fake.Total(); got != 0 {
-		t.Errorf("upstream saw %d requests, want 0", got)
-	}
+	wantUpstreamTotal(t, h.fake, 0, "")
 }
 
 func TestSlowReaderHoldsNoSharedFetch(t *testing.T) {
@@ -431,7 +419,5 @@ func TestHostHeadersSteerNeitherUpstreamNorKey(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusOK || resp.Header.Get("X-Cache") != "HIT" {
 		t.Errorf("HTTP/1.0: %v %v X-Cache %q, want a 200 HIT", statusOf(resp), err, resp.Header.Get("X-Cache"))
 	}
-	if got := h.fake.Total(); got != 2 {
-		t.Errorf("upstream saw %d requests, want 2", got)
-	}
+	wantUpstreamTotal(t, h.fake, 2, "")
 }

@@ -331,6 +331,16 @@ func primeStale(t *testing.T, h *harness, path string, ttl time.Duration) []byte
 	return a.body
 }
 
+// staleMarket starts kproxy with the market route at ttl (10s of
+// stale-while-revalidate, 10m of stale-if-error) and primes market 1 past
+// its ttl: the harness, the market's path and its cached body.
+func staleMarket(t *testing.T, ttl time.Duration) (*harness, string, []byte) {
+	t.Helper()
+	h := newHarness(t, func(c *config.Config) { setRoute(c, marketPattern, ttl, 10*time.Second, 10*time.Minute) })
+	path := marketPath(1)
+	return h, path, primeStale(t, h, path, ttl)
+}
+
 func TestUpstreamFaults(t *testing.T) {
 	const (
 		body500 = `{"error":{"code":"internal_server_error","message":"injected 500","service":"exchange"}}`
@@ -661,9 +671,7 @@ func TestBreakerFlappingUpstream(t *testing.T) {
 
 func TestStaleWhileRevalidateRefreshesOnceInTheBackground(t *testing.T) {
 	const ttl = 100 * time.Millisecond
-	h := newHarness(t, func(c *config.Config) { setRoute(c, marketPattern, ttl, 10*time.Second, 10*time.Minute) })
-	path := marketPath(1)
-	cached := primeStale(t, h, path, ttl)
+	h, path, cached := staleMarket(t, ttl)
 
 	// The refresh hangs in a stalled upstream while 50 clients ask.
 	release := h.fake.Stall()
@@ -728,9 +736,7 @@ func TestStaleWhileRevalidateRefreshesOnceInTheBackground(t *testing.T) {
 
 func TestRevalidationFailureKeepsServingTheStaleCopy(t *testing.T) {
 	const ttl = 50 * time.Millisecond
-	h := newHarness(t, func(c *config.Config) { setRoute(c, marketPattern, ttl, 10*time.Second, 10*time.Minute) })
-	path := marketPath(1)
-	cached := primeStale(t, h, path, ttl)
+	h, path, cached := staleMarket(t, ttl)
 	h.fake.SetFault(kalshitest.Fault{Status: 500})
 	for i := 0; i < 3; i++ {
 		wantStale(t, "stale while the refresh fails", h.send(http.MethodGet, path, nil), cached, "fwd=stale; detail=revalidating")
@@ -785,6 +791,32 @@ func TestEntriesLiveExactlyAsLongAsTheirWindows(t *testing.T) {
 	}
 }
 
+// arrivalTimes is when the fake Kalshi received each request, in order; the
+// test fails unless there were want of them.
+func arrivalTimes(t testing.TB, fake *kalshitest.Server, want int) []time.Time {
+	t.Helper()
+	var at []time.Time
+	for _, q := range fake.Requests() {
+		at = append(at, q.At)
+	}
+	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
+	if len(at) != want {
+		t.Fatalf("upstream saw %d requests, want %d", len(at), want)
+	}
+	return at
+}
+
+// busiestSecond is the most of the sorted times at that fall within one
+// second of window (the first of them included).
+func busiestSecond(at []time.Time) int {
+	busiest := 0
+	for i := range at {
+		n := sort.Search(len(at), func(j int) bool { return !at[j].Before(at[i].Add(time.Second)) }) - i
+		busiest = max(busiest, n)
+	}
+	return busiest
+}
+
 func TestRateLimitHoldsUnderABurstOfColdKeys(t *testing.T) {
 	const rate, keys = 20, 60
 	h := newHarness(t, func(c *config.Config) { setRates(c, rate, rate, 5*time.Second) })
@@ -800,21 +832,10 @@ func TestRateLimitHoldsUnderABurstOfColdKeys(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 
-	var at []time.Time
-	for _, r := range h.fake.Requests() {
-		at = append(at, r.At)
-	}
-	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
-	if len(at) != keys {
-		t.Fatalf("upstream saw %d requests, want %d", len(at), keys)
-	}
+	at := arrivalTimes(t, h.fake, keys)
 	// A bucket of one second of budget (20) plus 20/s refill: no
 	// one-second window holds more than 40 arrivals.
-	busiest := 0
-	for i := range at {
-		n := sort.Search(len(at), func(j int) bool { return !at[j].Before(at[i].Add(time.Second)) }) - i
-		busiest = max(busiest, n)
-	}
+	busiest := busiestSecond(at)
 	if busiest > 2*rate {
 		t.Errorf("busiest one-second window had %d upstream arrivals, want at most %d (rate %d + burst %d)", busiest, 2*rate, rate, rate)
 	}
@@ -880,9 +901,7 @@ func TestCoalescedFollowersSpendNoToken(t *testing.T) {
 			collapsed++
 		}
 	}
-	if got := h.fake.Total(); got != 1 {
-		t.Errorf("upstream saw %d requests, want 1", got)
-	}
+	wantUpstreamTotal(t, h.fake, 1, "")
 	if collapsed == 0 {
 		t.Errorf("no request was collapsed into the leader's fetch")
 	}
@@ -903,9 +922,7 @@ func TestRateLimitMaxWait(t *testing.T) {
 		}
 		// A stale copy is served instead of the 429.
 		wantStale(t, "stale key, empty bucket", h.send(http.MethodGet, stalePath, nil), cached, "fwd=stale; fwd-status=429")
-		if got := h.fake.Total(); got != 1 {
-			t.Errorf("upstream saw %d requests, want 1 (rate-limited requests are never sent)", got)
-		}
+		wantUpstreamTotal(t, h.fake, 1, "rate-limited requests are never sent")
 	})
 	t.Run("within: waits for a token", func(t *testing.T) {
 		h := newHarness(t, func(c *config.Config) { setRates(c, 1, 1, 2*time.Second) })
@@ -1025,9 +1042,7 @@ func TestWriteBucketIsSeparateFromReadBucket(t *testing.T) {
 	if a := h.send(http.MethodGet, hot, nil); a.status != http.StatusOK || a.header.Get("X-Cache") != "HIT" {
 		t.Errorf("hit with both buckets empty: %d %q, want a 200 HIT", a.status, a.header.Get("X-Cache"))
 	}
-	if got := h.fake.Total(); got != 2 {
-		t.Errorf("upstream saw %d requests, want 2", got)
-	}
+	wantUpstreamTotal(t, h.fake, 2, "")
 }
 
 func TestOwnKeySignsSharedFetches(t *testing.T) {
@@ -1255,6 +1270,19 @@ func TestAccessLogHasFieldsAndNoCredentials(t *testing.T) {
 	}
 }
 
+// holdOneRequest stalls fake and sends one request to the kproxy at base,
+// returning once the fake holds it: the stall's release (also called when
+// the test ends) and the channel the request's answer arrives on.
+func holdOneRequest(t *testing.T, fake *kalshitest.Server, base string) (release func(), inflight <-chan answer) {
+	t.Helper()
+	release = fake.Stall()
+	t.Cleanup(release)
+	ch := make(chan answer, 1)
+	go func() { ch <- send(http.MethodGet, base+marketPath(1), nil) }()
+	kproxytest.Eventually(t, 5*time.Second, "request in flight", func() bool { return fake.Total() == 1 })
+	return release, ch
+}
+
 // shutdownApp runs a kproxy on a real listener in front of fake, the way
 // main does, and returns its base URL, the cancel that starts the drain,
 // and the channel Serve's result arrives on.
@@ -1277,11 +1305,7 @@ func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
 	if r := send(http.MethodGet, base+"/readyz", nil); r.status != http.StatusOK {
 		t.Fatalf("readyz before shutdown: %d %s", r.status, r.body)
 	}
-	release := fake.Stall()
-	t.Cleanup(release)
-	inflight := make(chan answer, 1)
-	go func() { inflight <- send(http.MethodGet, base+marketPath(1), nil) }()
-	kproxytest.Eventually(t, 5*time.Second, "request in flight", func() bool { return fake.Total() == 1 })
+	release, inflight := holdOneRequest(t, fake, base)
 
 	start := time.Now()
 	cancel() // what SIGTERM does in main
@@ -1323,11 +1347,7 @@ func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
 func TestShutdownTimeoutBoundsTheDrain(t *testing.T) {
 	fake := kalshitest.New()
 	_, base, cancel, served := shutdownApp(t, fake, 300*time.Millisecond)
-	release := fake.Stall()
-	t.Cleanup(release)
-	inflight := make(chan answer, 1)
-	go func() { inflight <- send(http.MethodGet, base+marketPath(1), nil) }()
-	kproxytest.Eventually(t, 5*time.Second, "request in flight", func() bool { return fake.Total() == 1 })
+	_, inflight := holdOneRequest(t, fake, base)
 	start := time.Now()
 	cancel()
 	select {

@@ -93,41 +93,15 @@ func staleHarness(t *testing.T, mutate func(*config.Config)) (*harness, *switcha
 
 func TestStaleAnsweredAtTheFirstFailedAttempt(t *testing.T) {
 	tests := []struct {
-		name    string
-		inject  func(*harness, *switchable)
-		recover func(*testing.T, *harness, *switchable)
-		status  int // fwd-status of the stale answer
+		name   string
+		fault  *kalshitest.Fault // set in the fake; nil: the upstream's port is closed
+		status int               // fwd-status of the stale answer
 	}{
-		{
-			name:    "connection refused",
-			inject:  func(_ *harness, up *switchable) { up.down() },
-			recover: func(t *testing.T, _ *harness, up *switchable) { up.up(t) },
-			status:  502,
-		},
-		{
-			name:    "connection reset",
-			inject:  func(h *harness, _ *switchable) { h.fake.SetFault(kalshitest.Fault{Close: true}) },
-			recover: func(_ *testing.T, h *harness, _ *switchable) { h.fake.SetFault(kalshitest.Fault{}) },
-			status:  502,
-		},
-		{
-			name:    "503",
-			inject:  func(h *harness, _ *switchable) { h.fake.SetFault(kalshitest.Fault{Status: 503}) },
-			recover: func(_ *testing.T, h *harness, _ *switchable) { h.fake.SetFault(kalshitest.Fault{}) },
-			status:  503,
-		},
-		{
-			name:    "500",
-			inject:  func(h *harness, _ *switchable) { h.fake.SetFault(kalshitest.Fault{Status: 500}) },
-			recover: func(_ *testing.T, h *harness, _ *switchable) { h.fake.SetFault(kalshitest.Fault{}) },
-			status:  500,
-		},
-		{
-			name:    "429",
-			inject:  func(h *harness, _ *switchable) { h.fake.SetFault(kalshitest.Fault{Status: 429}) },
-			recover: func(_ *testing.T, h *harness, _ *switchable) { h.fake.SetFault(kalshitest.Fault{}) },
-			status:  429,
-		},
+		{name: "connection refused", status: 502},
+		{name: "connection reset", fault: &kalshitest.Fault{Close: true}, status: 502},
+		{name: "503", fault: &kalshitest.Fault{Status: 503}, status: 503},
+		{name: "500", fault: &kalshitest.Fault{Status: 500}, status: 500},
+		{name: "429", fault: &kalshitest.Fault{Status: 429}, status: 429},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -138,7 +112,11 @@ func TestStaleAnsweredAtTheFirstFailedAttempt(t *testing.T) {
 			cached := primeStale(t, h, path, 50*time.Millisecond)
 			release := g.arm()
 			t.Cleanup(release)
-			tt.inject(h, up)
+			if tt.fault == nil {
+				up.down()
+			} else {
+				h.fake.SetFault(*tt.fault)
+			}
 
 			a := h.send(http.MethodGet, path, nil)
 			wantStale(t, "stale key, first attempt failed", a, cached, "fwd=stale; fwd-status="+strconv.Itoa(tt.status))
@@ -154,7 +132,11 @@ func TestStaleAnsweredAtTheFirstFailedAttempt(t *testing.T) {
 
 			// The fetch goes on: its retry, released once the upstream
 			// is well, stores a good answer for the next request.
-			tt.recover(t, h, up)
+			if tt.fault == nil {
+				up.up(t)
+			} else {
+				h.fake.SetFault(kalshitest.Fault{})
+			}
 			release()
 			h.app.Fetcher.Wait()
 			if tt.status == 500 {

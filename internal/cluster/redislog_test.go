@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kproxy/kproxy/internal/clock"
 	"github.com/kproxy/kproxy/internal/logging"
 	"github.com/kproxy/kproxy/internal/redistest"
 )
@@ -56,23 +57,6 @@ func (l *lineLog) String() string {
 	return l.buf.String()
 }
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // newDownCluster is a Cluster whose Redis is a closed port, logging JSON
 // at debug level to l. Its health probe runs only once, in New: the test
 // drives every later dial itself.
@@ -98,9 +82,9 @@ func dial(t *testing.T, c *Cluster) {
 }
 
 func TestGoRedisLinesAreJSONAndRateLimited(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC)}
+	clk := clock.NewFake(time.Date(2026, 12, 7, 8, 0, 0, 0, time.UTC))
 	l := newLineLog()
-	c := newDownCluster(t, redistest.ClosedURL(t), l, clock.Now)
+	c := newDownCluster(t, redistest.ClosedURL(t), l, clk.Now)
 	if c.Up() {
 		t.Fatal("up with nothing listening")
 	}
@@ -116,7 +100,7 @@ func TestGoRedisLinesAreJSONAndRateLimited(t *testing.T) {
 		}
 	}
 	// After the minute, in full again, with the count held back.
-	clock.Advance(time.Minute)
+	clk.Advance(time.Minute)
 	dial(t, c)
 	if m := l.next(t); m["level"] != "WARN" || m["repeated"] != 3.0 {
 		t.Errorf("line after the window = %v, want WARN with repeated 3", m)

@@ -20,27 +20,10 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/kproxy/kproxy/cache"
+	"github.com/kproxy/kproxy/internal/clock"
 )
 
 var t0 = time.Date(2026, 12, 7, 7, 0, 0, 123456789, time.UTC)
-
-// clock is a settable time source.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
-}
 
 func open(t testing.TB, cfg Config) *Store {
 	t.Helper()
@@ -98,7 +81,7 @@ func same(t *testing.T, got, want *cache.Entry) {
 
 func TestRoundTripAndReopen(t *testing.T) {
 	dir := t.TempDir()
-	clk := &clock{now: t0.Add(time.Second)}
+	clk := clock.NewFake(t0.Add(time.Second))
 	cfg := Config{Path: dir, Now: clk.Now}
 	pushed := newEntry("/trade-api/v2/markets/KXP", body(3, 2000, true), t0, time.Minute).
 		Derived(nil, time.Time{}, t0.Add(time.Hour), t0.Add(2*time.Hour), t0.Add(3*time.Hour), "pushed")
@@ -526,7 +509,7 @@ func TestPurgeAndDelete(t *testing.T) {
 }
 
 func TestExpiredEntriesAreDropped(t *testing.T) {
-	clk := &clock{now: t0}
+	clk := clock.NewFake(t0)
 	s := open(t, Config{Path: t.TempDir(), Now: clk.Now})
 	keep := newEntry("/trade-api/v2/historical/markets/A", []byte(`{"a":1}`), t0, time.Second)
 	gone := newEntry("/trade-api/v2/markets/A", []byte(`{"b":2}`), t0, time.Second)
@@ -568,7 +551,7 @@ func TestOpenRejectsBadConfig(t *testing.T) {
 // serving what it holds, drops writes for a while, and comes back up once
 // a write succeeds again.
 func TestFullDiskDoesNotStopTheStore(t *testing.T) {
-	clk := &clock{now: t0}
+	clk := clock.NewFake(t0)
 	s := open(t, Config{Path: t.TempDir(), Now: clk.Now, PersistEvery: time.Minute})
 	small := newEntry("/trade-api/v2/series/S", []byte(`{"series":{}}`), t0, 0)
 	s.Put(small, true)

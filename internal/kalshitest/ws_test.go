@@ -43,13 +43,7 @@ func wsCtx(t *testing.T) context.Context {
 // signedWSHeader returns the KALSHI-ACCESS-* headers of a handshake signed
 // with key.
 func signedWSHeader(t *testing.T, key *rsa.PrivateKey) http.Header {
-	t.Helper()
-	ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	sig, err := kalshitest.Sign(key, ts, http.MethodGet, kalshitest.WSPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return http.Header{kalshitest.HeaderKey: {"key-id"}, kalshitest.HeaderTimestamp: {ts}, kalshitest.HeaderSignature: {sig}}
+	return kalshitest.SignedWSHeader(t, key, "key-id")
 }
 
 func wsURL(srv *httptest.Server) string {
@@ -59,16 +53,7 @@ func wsURL(srv *httptest.Server) string {
 // dialWS opens a client connection closed at the end of the test.
 func dialWS(t *testing.T, srv *httptest.Server, h http.Header) *websocket.Conn {
 	t.Helper()
-	c, resp, err := websocket.Dial(wsCtx(t), wsURL(srv), &websocket.DialOptions{HTTPHeader: h})
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("Dial: %v (status %d)", err, status)
-	}
-	t.Cleanup(func() { c.CloseNow() })
-	return c
+	return kalshitest.DialWS(wsCtx(t), t, wsURL(srv), &websocket.DialOptions{HTTPHeader: h})
 }
 
 // wsMsg is any message of the fake, decoded loosely.

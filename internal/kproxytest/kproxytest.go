@@ -465,3 +465,15 @@ func Eventually(t testing.TB, limit time.Duration, what string, cond func() bool
 		<-tick.C
 	}
 }
+
+// ClosedAddr is a 127.0.0.1 host:port that nothing listened on a moment
+// ago: a dial to it is refused.
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

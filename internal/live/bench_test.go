@@ -18,16 +18,6 @@ import (
 	"github.com/kproxy/kproxy/internal/live"
 )
 
-// discardWriter is a reusable ResponseWriter (as in app/bench_test.go).
-type discardWriter struct {
-	h      http.Header
-	status int
-}
-
-func (w *discardWriter) Header() http.Header         { return w.h }
-func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
-func (w *discardWriter) WriteHeader(status int)      { w.status = status }
-
 // benchHit serves a warm key through the whole handler, with the shipped
 // observability (metrics, access log), the live feed on or off. With the
 // feed on, the market is hot and its entry pushed.
@@ -46,22 +36,8 @@ func benchHit(b *testing.B, withLive bool, path string) {
 		r.hot(vr)
 	}
 	req := httptest.NewRequest(http.MethodGet, path, nil)
-	w := &discardWriter{h: http.Header{}}
-	r.a.Server.ServeHTTP(w, req)
-	if w.status != http.StatusOK {
-		b.Fatalf("warm-up status %d", w.status)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		w.h = make(http.Header)
-		r.a.Server.ServeHTTP(w, req)
-	}
-	b.StopTimer()
-	if w.h.Get("X-Cache") != "HIT" {
-		b.Fatalf("X-Cache = %q, want HIT", w.h.Get("X-Cache"))
-	}
-	if cs := w.h.Get("Cache-Status"); withLive && path == vrP && !strings.HasSuffix(cs, "; detail=pushed") {
+	w := kproxytest.BenchHit(b, r.a.Server, req)
+	if cs := w.H.Get("Cache-Status"); withLive && path == vrP && !strings.HasSuffix(cs, "; detail=pushed") {
 		b.Fatalf("Cache-Status = %q, want a pushed hit", cs)
 	}
 }

@@ -5,47 +5,21 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
 	"github.com/kproxy/kproxy/internal/kproxytest"
 )
 
-type discard struct {
-	h      http.Header
-	status int
-}
-
-func (w *discard) Header() http.Header         { return w.h }
-func (w *discard) Write(p []byte) (int, error) { return len(p), nil }
-func (w *discard) WriteHeader(status int)      { w.status = status }
-
-func benchApp(b *testing.B, statusOn bool) *app.App {
-	b.Helper()
-	// The wall clock: a hit reads no test clock.
-	p := kproxytest.New(b, kproxytest.WithRealClock(),
-		kproxytest.WithConfig(func(c *config.Config) { c.Status.Enabled = statusOn }))
-	return p.App
+// withStatus turns the status collector on or off.
+func withStatus(on bool) func(*config.Config) {
+	return func(c *config.Config) { c.Status.Enabled = on }
 }
 
 // benchHit serves a warm key with the status collector sampling in the
 // background (on) or absent (off): the page must cost the hit path nothing.
 func benchHit(b *testing.B, statusOn bool) {
-	a := benchApp(b, statusOn)
+	a := kproxytest.NewBench(b, withStatus(statusOn))
 	req := httptest.NewRequest(http.MethodGet, "/trade-api/v2/series/KXEARNINGSMENTIONMETA", nil)
-	w := &discard{h: http.Header{}}
-	a.Server.ServeHTTP(w, req)
-	if w.status != http.StatusOK {
-		b.Fatalf("warm-up status %d", w.status)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		w.h = make(http.Header)
-		a.Server.ServeHTTP(w, req)
-	}
-	if w.h.Get("X-Cache") != "HIT" {
-		b.Fatalf("X-Cache = %q, want HIT", w.h.Get("X-Cache"))
-	}
+	kproxytest.BenchHit(b, a.Server, req)
 }
 
 func BenchmarkHitStatusOn(b *testing.B)  { benchHit(b, true) }
@@ -54,7 +28,7 @@ func BenchmarkHitStatusOff(b *testing.B) { benchHit(b, false) }
 // BenchmarkSample is one reading of a busy registry: what the collector
 // spends every second.
 func BenchmarkSample(b *testing.B) {
-	a := benchApp(b, true)
+	a := kproxytest.NewBench(b, withStatus(true))
 	for _, p := range []string{"/trade-api/v2/series/KXFEDDECISION", "/trade-api/v2/markets?series_ticker=KXFEDDECISION",
 		"/trade-api/v2/events?series_ticker=KXFEDDECISION", "/trade-api/v2/portfolio/balance", "/trade-api/v2/exchange/status"} {
 		for range 3 {
@@ -69,7 +43,7 @@ func BenchmarkSample(b *testing.B) {
 
 // BenchmarkReport is building /status.json's body from a full ring.
 func BenchmarkReport(b *testing.B) {
-	a := benchApp(b, true)
+	a := kproxytest.NewBench(b, withStatus(true))
 	for range 900 {
 		a.Status.Sample()
 	}

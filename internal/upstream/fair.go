@@ -198,14 +198,9 @@ func (f *FairQueue) idleLocked() {
 func (f *FairQueue) release() {
 	f.mu.Lock()
 	f.timer, f.held = nil, nil
-	f.grantLocked()
-	if f.waiting == 0 {
-		f.busy = false
-		f.mu.Unlock()
-		return
+	if f.grantUnlock() {
+		f.dispatch()
 	}
-	f.mu.Unlock()
-	f.dispatch()
 }
 
 // dispatch reserves tokens for the queue, one at a time, until one is due
@@ -234,14 +229,23 @@ func (f *FairQueue) dispatch() {
 			f.mu.Unlock()
 			return
 		}
-		f.grantLocked()
-		if f.waiting == 0 {
-			f.busy = false
-			f.mu.Unlock()
+		if !f.grantUnlock() {
 			return
 		}
-		f.mu.Unlock()
 	}
+}
+
+// grantUnlock grants one token (grantLocked) and unlocks f.mu, which the
+// caller holds. It reports whether anyone still waits; if nobody does,
+// the queue is no longer busy.
+func (f *FairQueue) grantUnlock() (waiting bool) {
+	f.grantLocked()
+	waiting = f.waiting > 0
+	if !waiting {
+		f.busy = false
+	}
+	f.mu.Unlock()
+	return waiting
 }
 
 // grantLocked gives one token to the head request of the client whose

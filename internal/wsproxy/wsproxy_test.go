@@ -19,7 +19,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -131,16 +130,7 @@ func startFake(t *testing.T) (*kalshitest.Server, *httptest.Server) {
 
 func signed(t *testing.T) http.Header {
 	t.Helper()
-	ts := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	sig, err := kalshitest.Sign(kalshitest.TestKey(t), ts, http.MethodGet, kalshitest.WSPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := http.Header{}
-	h.Set(kalshitest.HeaderKey, "my-key-id")
-	h.Set(kalshitest.HeaderTimestamp, ts)
-	h.Set(kalshitest.HeaderSignature, sig)
-	return h
+	return kalshitest.SignedWSHeader(t, kalshitest.TestKey(t), "my-key-id")
 }
 
 func dial(t *testing.T, r *rig, h http.Header, opts *websocket.DialOptions) *websocket.Conn {
@@ -149,16 +139,7 @@ func dial(t *testing.T, r *rig, h http.Header, opts *websocket.DialOptions) *web
 		opts = &websocket.DialOptions{}
 	}
 	opts.HTTPHeader = h
-	c, resp, err := websocket.Dial(bound(t), r.wsURL(), opts)
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
-		}
-		t.Fatalf("Dial through kproxy: %v (status %d)", err, status)
-	}
-	t.Cleanup(func() { c.CloseNow() })
-	return c
+	return kalshitest.DialWS(bound(t), t, r.wsURL(), opts)
 }
 
 func TestSignedHandshakeVerifiedByUpstream(t *testing.T) {
@@ -275,10 +256,7 @@ func TestHandshakeFailures(t *testing.T) {
 	}
 
 	t.Run("upstream unreachable is 502", func(t *testing.T) {
-		ln, _ := net.Listen("tcp", "127.0.0.1:0")
-		addr := ln.Addr().String()
-		ln.Close()
-		r := newRig(t, "http://"+addr, nil)
+		r := newRig(t, "http://"+kproxytest.ClosedAddr(t), nil)
 		_, resp, _ := websocket.Dial(ctx, r.wsURL(), nil)
 		jsonError(t, resp, http.StatusBadGateway, "upstream_unreachable")
 	})

@@ -4,6 +4,9 @@
 # PID when the script exits. Source it after `cd` to the repository root,
 # then call servers_init NAME and start_servers [VAR=value ...].
 
+# shellcheck source=scripts/lib/procs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/procs.sh"
+
 # servers_init NAME: sets $tmp and the cleanup trap; NAME prefixes messages.
 servers_init() {
 	servers_name=$1
@@ -13,18 +16,7 @@ servers_init() {
 }
 
 servers_cleanup() {
-	local pid i
-	for pid in "${pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		for ((i = 0; i < 100; i++)); do # at most 10 s, then SIGKILL
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
+	stop_pids 100 "${pids[@]}" # at most 10 s each, then SIGKILL
 	rm -rf "$tmp"
 }
 

@@ -12,19 +12,16 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"log"
-	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/kproxy/kproxy/bench/internal/benchkit"
 )
 
 // answer is one prebuilt response.
@@ -55,9 +52,6 @@ func main() {
 		return nil
 	})
 	flag.Parse()
-	if err := loopback(*listen); err != nil {
-		log.Fatal("bare: ", err)
-	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a := answers[r.RequestURI]
 		if a == nil {
@@ -75,21 +69,9 @@ func main() {
 		hd["Content-Length"] = n
 		w.Write(body)
 	})
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		log.Fatal("bare: ", err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	log.Printf("bare listening on %s (%d URIs)", ln.Addr(), len(answers))
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	log.Printf("bare: serving %d URIs", len(answers))
+	srv := &http.Server{Addr: *listen, Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	if err := benchkit.Run("bare", nil, srv); err != nil {
 		log.Fatal("bare: ", err)
 	}
 }
@@ -110,16 +92,4 @@ func load(file string) (*answer, error) {
 		a.lenGzip = []string{strconv.Itoa(len(a.gz))}
 	}
 	return a, nil
-}
-
-// loopback refuses any address that is not on the loopback interface.
-func loopback(addr string) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return err
-	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("%s: only loopback addresses are allowed", addr)
-	}
-	return nil
 }

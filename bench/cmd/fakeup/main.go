@@ -17,20 +17,17 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
-	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/kproxy/kproxy/bench/internal/benchkit"
 )
 
 // state is what the control port changes.
@@ -121,51 +118,11 @@ func main() {
 		st.latency.Store(int64(d))
 	})
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	errc := make(chan error, 2)
-	var servers []*http.Server
-	for _, p := range []struct {
-		addr string
-		h    http.Handler
-	}{{*listen, api}, {*control, ctl}} {
-		if err := loopback(p.addr); err != nil {
-			log.Fatal("fakeup: ", err)
-		}
-		ln, err := net.Listen("tcp", p.addr)
-		if err != nil {
-			log.Fatal("fakeup: ", err)
-		}
-		srv := &http.Server{Handler: p.h, ReadHeaderTimeout: 10 * time.Second}
-		servers = append(servers, srv)
-		go func() { errc <- srv.Serve(ln) }()
-		log.Printf("fakeup listening on %s", ln.Addr())
-	}
-	select {
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			log.Print("fakeup: ", err)
-		}
-	case <-ctx.Done():
-	}
-	st.setHang(false)
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	for _, srv := range servers {
-		if srv.Shutdown(sctx) != nil {
-			srv.Close()
-		}
-	}
-}
-
-// loopback refuses any address that is not on the loopback interface.
-func loopback(addr string) error {
-	host, _, err := net.SplitHostPort(addr)
+	// Hanging requests are released before the servers shut down.
+	err = benchkit.Run("fakeup", func() { st.setHang(false) },
+		&http.Server{Addr: *listen, Handler: api, ReadHeaderTimeout: 10 * time.Second},
+		&http.Server{Addr: *control, Handler: ctl, ReadHeaderTimeout: 10 * time.Second})
 	if err != nil {
-		return err
+		log.Fatal("fakeup: ", err)
 	}
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
-		return fmt.Errorf("%s: only loopback addresses are allowed", addr)
-	}
-	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kproxy/kproxy/bench/internal/benchkit"
 	"github.com/kproxy/kproxy/internal/app"
 	"github.com/kproxy/kproxy/internal/config"
 )
@@ -34,9 +35,8 @@ func main() {
 	pprofAddr := flag.String("pprof", "127.0.0.1:6060", "loopback `address` for /debug/pprof/")
 	flag.Parse()
 
-	host, _, err := net.SplitHostPort(*pprofAddr)
-	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-		log.Fatalf("kproxyprof: -pprof %s: only loopback addresses are allowed", *pprofAddr)
+	if err := benchkit.CheckAddr(*pprofAddr); err != nil {
+		log.Fatal("kproxyprof: -pprof ", err)
 	}
 	cfg, _, err := config.Load(*src)
 	if err != nil {

@@ -21,13 +21,14 @@ import (
 	"io"
 	"log"
 	"net"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kproxy/kproxy/bench/internal/benchkit"
 )
 
 // maxRequests bounds one run.
@@ -48,12 +49,9 @@ func main() {
 	flag.Var(&hdrs, "H", "request `header` (repeatable)")
 	flag.Parse()
 
-	u, err := url.Parse(*target)
-	if err != nil || u.Scheme != "http" {
-		log.Fatalf("openloop: -url %q: want http://127.0.0.1:PORT/path", *target)
-	}
-	if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsLoopback() {
-		log.Fatalf("openloop: %s: only loopback targets are allowed", u.Host)
+	u, err := benchkit.ParseURL(*target)
+	if err != nil {
+		log.Fatalf("openloop: -url %v", err)
 	}
 	total := int(float64(*rate) * duration.Seconds())
 	if *rate <= 0 || total <= 0 || total > maxRequests || *conns <= 0 || *conns > 4096 {

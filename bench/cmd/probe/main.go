@@ -27,6 +27,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kproxy/kproxy/bench/internal/benchkit"
 )
 
 func main() {
@@ -84,12 +86,9 @@ func main() {
 }
 
 func mustLoopback(raw string) *url.URL {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "http" {
-		log.Fatalf("%q: want http://127.0.0.1:PORT/path", raw)
-	}
-	if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsLoopback() {
-		log.Fatalf("%s: only loopback targets are allowed", u.Host)
+	u, err := benchkit.ParseURL(raw)
+	if err != nil {
+		log.Fatal(err)
 	}
 	return u
 }
