@@ -187,7 +187,7 @@ func waitFor(d time.Duration, cond func() bool) (time.Duration, bool) {
 		if cond() {
 			return time.Since(start), true
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // bounded poll of Redis-side state (replicas, waiters) that raises no event
 	}
 	return time.Since(start), cond()
 }

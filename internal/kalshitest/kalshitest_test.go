@@ -984,7 +984,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // bounded poll of the fake's state, which raises no event
 	}
 }
 
@@ -1309,7 +1309,7 @@ func TestConcurrentUse(t *testing.T) {
 			fake.SetLatency(time.Duration(j%2) * time.Millisecond)
 			fake.Handle("GET "+api+"/x/{id}", func(http.ResponseWriter, *http.Request) {})
 			release := fake.Stall()
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // a race test: hold the stall while the other goroutines run (any interleaving will do)
 			release()
 			_ = fake.Requests()
 			_ = fake.Count(api + "/series")

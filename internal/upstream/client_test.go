@@ -426,7 +426,7 @@ func TestLimiterRejectsBeyondMaxWaitAndReturnsTheToken(t *testing.T) {
 	// The rejected reservation was cancelled: after 750ms (1.5 tokens at
 	// 2/s) one more request fits. Had it kept its token, the bucket would
 	// hold only 0.5.
-	time.Sleep(750 * time.Millisecond)
+	time.Sleep(750 * time.Millisecond) // the bucket refills on the wall clock: that is what is tested
 	if _, _, _, err := get(c, context.Background(), "/trade-api/v2/markets"); err != nil {
 		t.Errorf("request after refill: %v; the rejected request must not keep its token", err)
 	}

@@ -25,7 +25,7 @@ func drained(t *testing.T, perSec float64) *LocalLimiter {
 // waitQueued polls (bounded) until n requests wait in f.
 func waitQueued(t *testing.T, f *FairQueue, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); f.Waiting() < n; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); f.Waiting() < n; time.Sleep(time.Millisecond) { // bounded poll of the queue length, which raises no event
 		if time.Now().After(deadline) {
 			t.Fatalf("%d requests waiting, want %d", f.Waiting(), n)
 		}
@@ -53,7 +53,7 @@ func queueUp(t *testing.T, f *FairQueue, clients []string) []string {
 			mu.Unlock()
 			granted.Add(1)
 		})
-		for deadline := time.Now().Add(5 * time.Second); f.Waiting()+int(granted.Load()) < i+1; time.Sleep(100 * time.Microsecond) {
+		for deadline := time.Now().Add(5 * time.Second); f.Waiting()+int(granted.Load()) < i+1; time.Sleep(100 * time.Microsecond) { // bounded poll, as in waitQueued
 			if time.Now().After(deadline) {
 				t.Fatalf("waiter %d never queued", i)
 			}
