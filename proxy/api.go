@@ -19,6 +19,7 @@ import (
 	"github.com/kproxy/kproxy/internal/logging"
 	"github.com/kproxy/kproxy/internal/metrics"
 	"github.com/kproxy/kproxy/internal/route"
+	"github.com/kproxy/kproxy/internal/status"
 	"github.com/kproxy/kproxy/internal/upstream"
 )
 
@@ -43,6 +44,9 @@ type reqInfo struct {
 	status   int
 	attempts int
 	hot      *hotMetrics
+	// ledger is the status ledger's handle of the route, for an answer of
+	// the fetch path on a route it counts; nil otherwise.
+	ledger *status.RouteLedger
 	// counted marks an answer of the fetch path (a cached route's GET or
 	// HEAD), which the status ledger counts; expired, one that found only
 	// an expired copy (fetch.Result.Expired).
@@ -80,6 +84,7 @@ func (s *Server) handleAPI(c echo.Context) error {
 		return nil
 	}
 	info.route = rt.Pattern
+	hot := s.hot[rt]
 	// Request cache directives (docs/cache-control.md): parsed without
 	// allocating; others are ignored.
 	dir := fetch.ParseDirectives(r.Header)
@@ -101,6 +106,9 @@ func (s *Server) handleAPI(c echo.Context) error {
 	info.attempts = res.Attempts
 	info.cache = res.Outcome.XCache()
 	info.counted, info.expired = true, res.Expired()
+	if hot != nil {
+		info.ledger = hot.ledger
+	}
 	if res.Outcome == fetch.Failed {
 		info.status = res.Err.Status
 		if errors.Is(res.Err, upstream.ErrClientClosed) {
@@ -112,8 +120,8 @@ func (s *Server) handleAPI(c echo.Context) error {
 		httperr.Write(c.Response(), res.Err.Status, res.Err.Code, res.Err.Msg, res.Err.RetryAfter)
 		return nil
 	}
-	if res.Outcome == fetch.Hit {
-		info.hot = s.hotFor(rt)
+	if res.Outcome == fetch.Hit && hot != nil && hot.requests != nil {
+		info.hot = hot
 	}
 	info.status = s.writeEntry(c.Response(), r, res, now)
 	return nil
@@ -300,30 +308,31 @@ func (s *Server) observed(path string, h echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// hotMetrics are the pre-resolved series of a route's fresh GET hits, so
-// the hit path hashes no label values.
+// hotMetrics are a cached route's pre-resolved series of its fresh GET
+// hits (nil without metrics) and its status ledger handle (nil without
+// the status page), so the hit path hashes no label values and no route
+// template. One lookup by *route.Route finds them.
 type hotMetrics struct {
 	requests prometheus.Counter
 	duration prometheus.Observer
+	ledger   *status.RouteLedger
 }
 
 func (s *Server) newHotMetrics() map[*route.Route]*hotMetrics {
-	if s.m == nil {
+	if s.m == nil && s.ledger == nil {
 		return nil
 	}
 	hit := fetch.Hit.XCache()
 	hot := map[*route.Route]*hotMetrics{}
 	for _, rt := range s.routes.Routes() {
-		hot[rt] = &hotMetrics{
-			requests: s.m.Requests.WithLabelValues(rt.Pattern, http.MethodGet, metrics.Code(http.StatusOK), hit),
-			duration: s.m.RequestDuration.WithLabelValues(rt.Pattern, hit),
+		h := &hotMetrics{ledger: s.ledger.Route(rt.Pattern)}
+		if s.m != nil {
+			h.requests = s.m.Requests.WithLabelValues(rt.Pattern, http.MethodGet, metrics.Code(http.StatusOK), hit)
+			h.duration = s.m.RequestDuration.WithLabelValues(rt.Pattern, hit)
 		}
+		hot[rt] = h
 	}
 	return hot
-}
-
-func (s *Server) hotFor(rt *route.Route) *hotMetrics {
-	return s.hot[rt]
 }
 
 // requestLogger is an access log that writes a request line without a
@@ -356,11 +365,11 @@ func (s *Server) observe(c echo.Context, info *reqInfo, start time.Time) {
 	} else {
 		s.m.Request(info.route, r.Method, info.status, info.cache, d)
 	}
-	if info.counted && s.ledger != nil {
+	if info.counted && info.ledger != nil {
 		// Named without allocating for a client seen before; a refused
 		// Kproxy-Client (answered 400 on a miss) counts as unnamed.
 		client, _ := s.fetch.ClientName(r.Header, r.RemoteAddr)
-		s.ledger.Request(info.route, client, info.cache, info.expired)
+		info.ledger.Request(client, info.cache, info.expired)
 	}
 	if s.requests != nil {
 		s.requests.LogRequest(logging.Request{

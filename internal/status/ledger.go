@@ -15,7 +15,7 @@ const (
 	// above the size of kproxy's route table (about 30 templates plus the
 	// batch endpoints). Counts on routes past it go to the totals only.
 	maxLedgerRoutes = 256
-	// clientShards is how many locks the client table is split over.
+	// clientShards is how many parts the client table is split over.
 	clientShards = 8
 	// defaultMaxClients is the client table's size when NewLedger is given 0.
 	defaultMaxClients = 256
@@ -43,9 +43,16 @@ const (
 // busy clients stay, and their counts are exact unless they were once
 // replaced.
 //
+// Between a client's replacement and the next reading, a request by the
+// replaced client that raced with it may go uncounted on the client table
+// (never on the routes).
+//
 // All methods are safe for concurrent use. Request and Upstream on a known
-// route and client take one atomic add per counter and one short critical
-// section on one of clientShards locks, and allocate nothing.
+// route and client take no lock and allocate nothing: a lookup in an
+// immutable map (the routes', then one shard's of the client table) and
+// one atomic add per counter. Only admitting a new route or client takes a
+// lock, to copy that small map. The hot path should resolve its route once
+// with Route and count on the RouteLedger, which skips the route lookup.
 type Ledger struct {
 	// routes maps route templates to their counters. It is replaced, never
 	// changed: readers load it without a lock; writers (a new route) copy
@@ -65,17 +72,25 @@ type routeCounter struct {
 	hit, stale, miss, expired, upstream atomic.Int64
 }
 
-// clientShard is one lock's part of the client table.
+// clientShard is one part of the client table. m is replaced, never
+// changed: readers load it without a lock; writers (a new client) copy it
+// under mu.
 type clientShard struct {
-	mu sync.Mutex
-	m  map[string]*clientCount
-	_  [40]byte // keep neighbouring shards' locks off one cache line
+	m  atomic.Pointer[map[string]*clientCount]
+	mu sync.Mutex // serializes admitting a client
 }
 
-// clientCount is one client's counters since it entered the table.
+// clientCount is one client's counters since it entered the table. A
+// replaced client's clientCount is dropped, never reused, so a late add
+// from a reader that still held it cannot reach its successor.
 type clientCount struct {
-	requests, upstream int64
+	requests, upstream atomic.Int64
+	_                  [48]byte // keep clients counted on other cores off one cache line
 }
+
+// total is what ranks a client for replacement: its requests plus its
+// upstream calls.
+func (c *clientCount) total() int64 { return c.requests.Load() + c.upstream.Load() }
 
 // NewLedger returns an empty Ledger that keeps at most maxClients clients
 // (rounded up to a multiple of 8); 0 or less means 256.
@@ -86,9 +101,51 @@ func NewLedger(maxClients int) *Ledger {
 	l := &Ledger{seed: maphash.MakeSeed(), perShard: (maxClients + clientShards - 1) / clientShards}
 	l.routes.Store(&map[string]*routeCounter{})
 	for i := range l.shards {
-		l.shards[i].m = make(map[string]*clientCount, l.perShard)
+		l.shards[i].m.Store(&map[string]*clientCount{})
 	}
 	return l
+}
+
+// RouteLedger is a Ledger's counters of one route, resolved once (Route)
+// so that the request path counts without looking the route up. A nil
+// *RouteLedger is valid and counts nothing: it is what Route returns for a
+// route that is not counted, or from a nil Ledger. Safe for concurrent use.
+type RouteLedger struct {
+	l  *Ledger
+	rc *routeCounter
+}
+
+// Route returns the counters of route template, for Request and Upstream
+// calls that would name it (see Ledger.Request); nil for a route that is
+// not counted. Routes resolved past maxLedgerRoutes count in the totals
+// only, as with Ledger.Request.
+func (l *Ledger) Route(template string) *RouteLedger {
+	if l == nil {
+		return nil
+	}
+	rc := l.route(template)
+	if rc == nil {
+		return nil
+	}
+	return &RouteLedger{l: l, rc: rc}
+}
+
+// Request is Ledger.Request on r's route.
+func (r *RouteLedger) Request(client, xcache string, expired bool) {
+	if r == nil {
+		return
+	}
+	r.rc.request(xcache, expired)
+	r.l.client(client, 1, 0)
+}
+
+// Upstream is Ledger.Upstream on r's route.
+func (r *RouteLedger) Upstream(client string) {
+	if r == nil {
+		return
+	}
+	r.rc.upstream.Add(1)
+	r.l.client(client, 0, 1)
 }
 
 // Request counts one client request on a cached route or a batch endpoint.
@@ -112,18 +169,23 @@ func (l *Ledger) Request(route, client, xcache string, expired bool) {
 		return
 	}
 	if rc := l.route(route); rc != nil {
-		switch xcache {
-		case "HIT":
-			rc.hit.Add(1)
-		case "STALE":
-			rc.stale.Add(1)
-		default:
-			rc.miss.Add(1)
-		}
-		if expired {
-			rc.expired.Add(1)
-		}
+		rc.request(xcache, expired)
 		l.client(client, 1, 0)
+	}
+}
+
+// request counts one request with X-Cache xcache.
+func (rc *routeCounter) request(xcache string, expired bool) {
+	switch xcache {
+	case "HIT":
+		rc.hit.Add(1)
+	case "STALE":
+		rc.stale.Add(1)
+	default:
+		rc.miss.Add(1)
+	}
+	if expired {
+		rc.expired.Add(1)
 	}
 }
 
@@ -194,33 +256,45 @@ func (l *Ledger) client(name string, requests, upstream int64) {
 		name = name[:n]
 	}
 	sh := &l.shards[maphash.String(l.seed, name)%clientShards]
-	sh.mu.Lock()
-	c := sh.m[name]
+	c := (*sh.m.Load())[name]
 	if c == nil {
 		c = sh.admit(name, l.perShard)
 	}
-	c.requests += requests
-	c.upstream += upstream
-	sh.mu.Unlock()
+	if requests != 0 {
+		c.requests.Add(requests)
+	}
+	if upstream != 0 {
+		c.upstream.Add(upstream)
+	}
 }
 
-// admit enters name into the shard, replacing its quietest client when the
-// shard holds max already. sh.mu must be held.
+// admit returns name's counters, entering name into the shard (in a copy
+// of its map) if it is not there yet, in place of the shard's quietest
+// client when the shard holds max already.
 func (sh *clientShard) admit(name string, max int) *clientCount {
-	var c *clientCount
-	if len(sh.m) >= max {
-		var quiet string
-		for n, cc := range sh.m {
-			if c == nil || cc.requests+cc.upstream < c.requests+c.upstream {
-				quiet, c = n, cc
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	old := *sh.m.Load()
+	if c := old[name]; c != nil {
+		return c // admitted while we waited
+	}
+	var quiet *clientCount // the one replaced, if the shard is full
+	if len(old) >= max {
+		for _, cc := range old {
+			if quiet == nil || cc.total() < quiet.total() {
+				quiet = cc
 			}
 		}
-		delete(sh.m, quiet)
-		*c = clientCount{}
-	} else {
-		c = &clientCount{}
 	}
-	sh.m[strings.Clone(name)] = c
+	m := make(map[string]*clientCount, len(old)+1)
+	for n, cc := range old {
+		if cc != quiet {
+			m[n] = cc
+		}
+	}
+	c := &clientCount{}
+	m[strings.Clone(name)] = c
+	sh.m.Store(&m)
 	return c
 }
 
@@ -269,12 +343,9 @@ func (l *Ledger) routeCounts() (map[string]routeCounts, routeCounts) {
 func (l *Ledger) clients(n int) []clientRow {
 	var out []clientRow
 	for i := range l.shards {
-		sh := &l.shards[i]
-		sh.mu.Lock()
-		for name, c := range sh.m {
-			out = append(out, clientRow{name: name, requests: c.requests, upstream: c.upstream})
+		for name, c := range *l.shards[i].m.Load() {
+			out = append(out, clientRow{name: name, requests: c.requests.Load(), upstream: c.upstream.Load()})
 		}
-		sh.mu.Unlock()
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]

@@ -46,6 +46,82 @@ func TestLedgerSkipsPassThroughRoutes(t *testing.T) {
 	}
 }
 
+// A RouteLedger counts exactly as the Ledger's own calls on its route do,
+// into the same counters; pass-through routes and a nil Ledger get none.
+func TestLedgerRouteHandle(t *testing.T) {
+	l := NewLedger(0)
+	const mk = "/trade-api/v2/markets/{ticker}"
+	h := l.Route(mk)
+	if h == nil {
+		t.Fatalf("Route(%q) = nil, want a handle", mk)
+	}
+	h.Request("poller", "HIT", false)
+	h.Request("poller", "STALE", true)
+	h.Upstream("poller")
+	l.Request(mk, "poller", "MISS", false) // by name: the same counters
+	h.Request("", "MISS", true)
+	routes, total := l.routeCounts()
+	if got, want := routes[mk], (routeCounts{hit: 1, stale: 1, miss: 2, expired: 2, upstream: 1}); got != want || len(routes) != 1 {
+		t.Errorf("routes = %+v, want only %s with %+v", routes, mk, want)
+	}
+	if total != routes[mk] {
+		t.Errorf("total = %+v, want the one route's %+v", total, routes[mk])
+	}
+	if got, want := fmt.Sprint(l.clients(10)), fmt.Sprint([]clientRow{{"poller", 3, 1}, {unnamedClient, 1, 0}}); got != want {
+		t.Errorf("clients = %s, want %s", got, want)
+	}
+	for _, rt := range []string{"/trade-api/v2/*", "/trade-api/v2/portfolio/*", "other", "/status"} {
+		if h := l.Route(rt); h != nil {
+			t.Errorf("Route(%q) = %v, want nil (not counted)", rt, h)
+		}
+	}
+	var nilLedger *Ledger
+	if h := nilLedger.Route(mk); h != nil {
+		t.Errorf("nil Ledger's Route = %v, want nil", h)
+	}
+	var nilHandle *RouteLedger // counts nothing, and does not panic
+	nilHandle.Request("c", "HIT", false)
+	nilHandle.Upstream("c")
+}
+
+// Handles and by-name calls from many goroutines, new clients admitted
+// while others count and the table is read: every count lands (-race).
+func TestLedgerRouteHandleConcurrentAdmission(t *testing.T) {
+	l := NewLedger(0) // 32 a shard: the 16 clients always fit
+	const mk = "/trade-api/v2/markets/{ticker}"
+	h := l.Route(mk)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 400 {
+				c := fmt.Sprintf("c%d-%d", g, i%2) // admitted mid-flight
+				h.Request(c, "HIT", false)
+				if i%4 == 0 {
+					l.Upstream(mk, c)
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 50 {
+			l.clients(64)
+		}
+	})
+	wg.Wait()
+	_, total := l.routeCounts()
+	if total.hit != 3200 || total.upstream != 800 {
+		t.Errorf("total = %+v, want 3200 hits and 800 upstream calls", total)
+	}
+	var req, up int64
+	rows := l.clients(64)
+	for _, r := range rows {
+		req, up = req+r.requests, up+r.upstream
+	}
+	if len(rows) != 16 || req != 3200 || up != 800 {
+		t.Errorf("%d clients with %d requests, %d upstream; want 16 with 3200, 800", len(rows), req, up)
+	}
+}
+
 func TestNilLedgerDoesNothing(t *testing.T) {
 	var l *Ledger
 	l.Request("/trade-api/v2/markets", "c", "HIT", false)
@@ -80,8 +156,8 @@ func TestLedgerKeepsTheBusiestClients(t *testing.T) {
 	}
 	held := 0
 	for i := range l.shards {
-		held += len(l.shards[i].m)
-		if n := len(l.shards[i].m); n > 8 {
+		held += len(*l.shards[i].m.Load())
+		if n := len(*l.shards[i].m.Load()); n > 8 {
 			t.Errorf("shard %d holds %d clients, want at most 8", i, n)
 		}
 	}
@@ -145,6 +221,17 @@ func BenchmarkLedgerRequest(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		l.Request(rt, "nvda-poller", "HIT", false)
+	}
+}
+
+// BenchmarkLedgerRouteRequest is what a cache hit pays for the status page
+// on the proxy's path: one Request on a pre-resolved route handle.
+func BenchmarkLedgerRouteRequest(b *testing.B) {
+	h := NewLedger(0).Route("/trade-api/v2/markets/{ticker}")
+	h.Request("nvda-poller", "HIT", false)
+	b.ReportAllocs()
+	for b.Loop() {
+		h.Request("nvda-poller", "HIT", false)
 	}
 }
 
