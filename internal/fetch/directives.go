@@ -74,9 +74,12 @@ func ParseDirectives(h http.Header) Directives {
 	}
 	for _, v := range h["Pragma"] {
 		for v != "" {
-			var name string
-			name, _, v = header.Next(v, "=")
-			if strings.EqualFold(name, "no-cache") {
+			// The whole member, argument and all: only a bare no-cache
+			// counts ("no-cache=" is an extension pragma). A comma never
+			// stands inside a member, so splitting at one keeps it whole.
+			var member string
+			member, _, v = header.Next(v, ",")
+			if strings.EqualFold(member, "no-cache") {
 				d.NoCache = true
 			}
 		}
