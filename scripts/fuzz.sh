@@ -27,7 +27,7 @@ targets=(
   ./internal/fetch/:FuzzParseDirectives
   ./internal/fetch/:FuzzAutoBatchSplit
   ./batch/:FuzzBatchRequest
-  ./batch/:FuzzMarketsPage
+  ./batch/:FuzzListPage
   ./internal/config/:FuzzDecode
   ./internal/legacy/:FuzzApply
   ./cache/:FuzzDecodeRecord
