@@ -299,15 +299,20 @@ func (e *Entry) AgeSeconds(now time.Time) int64 {
 // by many clients at once does not bounce one cache line between cores. It
 // does not allocate or lock.
 func (e *Entry) NoteHit(now time.Time) (prev time.Time) {
-	n := now.UnixNano()
+	if p := e.NoteHitNano(now.UnixNano()); p != 0 {
+		return time.Unix(0, p)
+	}
+	return time.Time{}
+}
+
+// NoteHitNano is NoteHit in Unix nanoseconds (0: none recorded), for the
+// hit path, where time.Time arithmetic costs more than the rest of it.
+func (e *Entry) NoteHitNano(now int64) (prev int64) {
 	p := e.lastHit.Load()
-	if n-p >= int64(time.Millisecond) {
-		e.lastHit.Store(n)
+	if now-p >= int64(time.Millisecond) {
+		e.lastHit.Store(now)
 	}
-	if p == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, p)
+	return p
 }
 
 // RefreshClaimed reports whether a refresh ahead of expiry was claimed.

@@ -406,6 +406,16 @@ func (a *App) newFetcher() error {
 	return nil
 }
 
+// injectedNow is the clock of Options.Clock, or nil in production: a
+// component that already holds a wall-clock reading (the proxy has each
+// request's arrival time) then reads no clock of its own on a hit.
+func (a *App) injectedNow() func() time.Time {
+	if a.opts.Clock == nil {
+		return nil
+	}
+	return a.opts.Clock.Now
+}
+
 // newDisk opens the history tier (docs/history.md) and registers its
 // metrics. An unusable directory is not an error: the store is down, says
 // why once (log line, /readyz, kproxy_disk_up) and kproxy serves without
@@ -511,7 +521,7 @@ func (a *App) newServer() error {
 		Logger:      a.Logger,
 		AccessLog:   a.access,
 		BodyTimeout: a.opts.BodyTimeout,
-		Now:         clock.NowFunc(a.opts.Clock),
+		Now:         a.injectedNow(),
 	})
 	if err != nil {
 		return err

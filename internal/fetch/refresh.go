@@ -78,24 +78,27 @@ func (f *Fetcher) noteHit(req *Request, e *cache.Entry, now time.Time) {
 	if e.RefreshClaimed() {
 		return
 	}
-	prev := e.NoteHit(now)
-	if prev.IsZero() {
+	// In Unix nanoseconds: time.Time arithmetic would cost the hit more
+	// than everything else here.
+	n := now.UnixNano()
+	prev := e.NoteHitNano(n)
+	fetched, fresh := e.FetchedAt.UnixNano(), e.FreshUntil.UnixNano()
+	if prev == 0 {
 		// The first hit: the request that stored the entry came before.
-		prev = e.FetchedAt
+		prev = fetched
 	}
-	p := now.Sub(prev)
-	ttl := e.FreshUntil.Sub(e.FetchedAt)
+	p, ttl := n-prev, fresh-fetched
 	if p <= 0 || p > ttl {
 		return
 	}
-	at := e.FreshUntil.Add(-lead(e, ttl))
-	if now.Add(p).Before(at) {
+	at := fresh - int64(lead(e, time.Duration(ttl)))
+	if n+p < at {
 		return
 	}
 	if !e.ClaimRefresh() {
 		return
 	}
-	f.scheduleAhead(req, e, at.Sub(now))
+	f.scheduleAhead(req, e, time.Duration(at-n))
 }
 
 // scheduleAhead schedules the refresh of e in d (at once if d <= 0) as a
