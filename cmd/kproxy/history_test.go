@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -85,12 +84,7 @@ type process struct {
 // dir and env's extra KPROXY_* settings, and returns once it is ready.
 func startKproxy(t *testing.T, upstream, dir string, env ...string) *process {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := kproxytest.ClosedAddr(t) // a free loopback port for the process to take
 	cmd := exec.Command(kproxyBinary(t))
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "KPROXY_") {
