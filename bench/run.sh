@@ -12,6 +12,10 @@
 # upstreams are pinned to core 1. Every process started here is stopped by
 # PID on exit.
 set -euo pipefail
+# The history tier is off for every kproxy here: its default directory (the
+# user cache directory) would carry answers from one run into the next, and a
+# "cold" key would not be cold.
+export KPROXY_CACHE_DISK_PATH=off
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 QUICK=${BENCH_QUICK:-0}

@@ -100,13 +100,14 @@ async function stopAll() {
 }
 
 // cleanEnv is the environment without KPROXY_* settings that would change
-// the proxy under test.
+// the proxy under test, and without the history tier: its default directory
+// (the user cache directory) would carry answers from one run to the next.
 function cleanEnv(extra = {}) {
   const env = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith('KPROXY_')) env[k] = v;
   }
-  return { ...env, ...extra };
+  return { ...env, KPROXY_CACHE_DISK_PATH: 'off', ...extra };
 }
 
 // upstreamCalls sums kproxy_upstream_requests_total over all labels.

@@ -53,7 +53,7 @@ start_servers() {
 	pids+=("$!")
 	sim=$(wait_for "$tmp/sim.log" 'http://127\.0\.0\.1:[0-9]+') || fail "kalshi-sim did not start"
 	env -u KPROXY_CONFIG -u KPROXY_ADMIN_TOKEN -u KPROXY_REDIS_URL \
-		KPROXY_LOG_FORMAT=json KPROXY_LOG_LEVEL=info "$@" \
+		KPROXY_LOG_FORMAT=json KPROXY_LOG_LEVEL=info KPROXY_CACHE_DISK_PATH="$tmp/disk" "$@" \
 		"$tmp/kproxy" -config config.yaml -listen 127.0.0.1:0 -upstream "$sim" 2>"$tmp/kproxy.log" &
 	pids+=("$!")
 	local addr
