@@ -359,7 +359,9 @@ func (s *Server) observe(c echo.Context, info *reqInfo, start time.Time) {
 		info.status = c.Response().Status
 	}
 	d := time.Since(start)
-	if info.hot != nil && info.status == http.StatusOK && r.Method == http.MethodGet {
+	if info.hot != nil && info.hot.requests != nil && info.status == http.StatusOK && r.Method == http.MethodGet {
+		// The route's pre-resolved series (nil without metrics: the map
+		// may exist for the status page's ledger alone).
 		info.hot.requests.Inc()
 		info.hot.duration.Observe(d.Seconds())
 	} else {
